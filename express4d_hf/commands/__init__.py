@@ -1,0 +1,1 @@
+"""One module per area of the `express4d` command; each exposes `register(subparsers)`."""

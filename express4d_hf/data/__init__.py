@@ -1,0 +1,1 @@
+"""Data layer: official release reader, procedural corpus, HF dataset build, torch batches."""

