@@ -13,6 +13,7 @@ This module imports nothing else from the package: it is the vocabulary every ot
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 
@@ -104,6 +105,7 @@ def canonical_channel_name(name: str) -> str:
         raise KeyError(f"{name!r} is not one of the 61 ARKit/Live Link channels") from None
 
 
+@lru_cache(maxsize=4096)
 def try_canonical_channel_name(name: str) -> str | None:
     """Like :func:`canonical_channel_name` but returns ``None`` for unknown names."""
     return _NAME_LOOKUP.get(_normalise_key(name))

@@ -51,34 +51,7 @@ def format_timecode(frame: int, rate: int, start_frame: int = 0) -> str:
     return f"{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}:{ff:02d}.000"
 
 
-def parse_timecode(timecode: str, rate: int) -> float:
-    """Seconds of ``HH:MM:SS:FF.fff`` where FF counts frames of ``rate`` and .fff is a sub-frame."""
-    h, m, s, ff = timecode.strip().split(":")
-    return int(h) * 3600 + int(m) * 60 + int(s) + float(ff) / rate
-
-
 _TIMECODE_RE = re.compile(r"^\s*(\d{1,2}):(\d{2}):(\d{2})[:;](\d{1,3})(?:\.(\d+))?\s*$")
-
-
-def _parse_timecodes(strings: list[str], source: str, first_line: int) -> tuple[np.ndarray, int]:
-    """Parse timecodes to (seconds, timecode rate); the rate is the smallest standard rate above max FF."""
-    parts = np.zeros((len(strings), 4), dtype=np.float64)
-    for i, text in enumerate(strings):
-        match = _TIMECODE_RE.match(text)
-        if match is None:
-            raise LiveLinkFormatError(
-                source, f"timecode {text!r} is not HH:MM:SS:FF.fff (is this a Live Link Face CSV?)", first_line + i
-            )
-        h, m, s, ff, frac = match.groups()
-        parts[i] = (int(h) * 3600 + int(m) * 60 + int(s), int(ff), float("0." + frac) if frac else 0.0, 0)
-    max_ff = parts[:, 1].max() if len(parts) else 0
-    rate = next((int(r) for r in STANDARD_FPS if r > max_ff), None)
-    if rate is None:
-        raise LiveLinkFormatError(source, f"timecode frame field reaches {int(max_ff)}, above any known rate")
-    seconds = parts[:, 0] + (parts[:, 1] + parts[:, 2]) / rate
-    # Midnight rollover: keep time increasing.
-    seconds = seconds + 86400.0 * np.concatenate([[0], np.cumsum(np.diff(seconds) < -43200)])
-    return seconds, rate
 
 
 def _infer_fps(seconds: np.ndarray) -> float | None:
@@ -352,11 +325,12 @@ def _parse_livelink_text(
 ) -> FaceMotion:
     if on_tracking_loss not in ("interpolate", "mask", "raise"):
         raise ValueError(f"on_tracking_loss must be 'interpolate', 'mask' or 'raise', got {on_tracking_loss!r}")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\n" not in text and "\r" in text:  # classic-Mac line endings
+        text = text.replace("\r", "\n")
     header_line, _, body = text.partition("\n")
+    header = [h.strip().strip('"') for h in header_line.rstrip("\r").split(",")]
     if not header_line.strip():
         raise LiveLinkFormatError(source, "empty file (expected a header starting with 'Timecode')", 1)
-    header = [h.strip().strip('"') for h in header_line.split(",")]
     if header[0].lower() != "timecode":
         raise LiveLinkFormatError(source, f"first column is {header[0]!r}, expected 'Timecode'", 1)
 
@@ -380,48 +354,46 @@ def _parse_livelink_text(
             f"{', ...' if len(missing) > 6 else ''}); pass fill_missing=True to fill them with zeros",
             1,
         )
+    if "float" in body:  # Python-repr floats such as np.float32(0.25)
+        body = _NP_FLOAT_REPR.sub(r"\1", body)
 
-    lines = body.split("\n")
-    line_numbers = np.arange(2, len(lines) + 2)
-    keep = np.array([bool(ln.strip()) for ln in lines], dtype=bool)
-    lines = [ln for ln, k in zip(lines, keep) if k]
-    line_numbers = line_numbers[keep]
-    if not lines:
+    if not body.strip():
         raise LiveLinkFormatError(source, "the file has a header but no frames")
-
-    table, n_fields = _parse_rows(lines, len(header), source, line_numbers)
-    timecodes = [ln.split(",", 1)[0] for ln in lines]
-    seconds, tc_rate = _timecodes_with_lines(timecodes, source, line_numbers)
-
-    lost_row = n_fields <= 2
-    short = (~lost_row) & (n_fields < len(header))
-    if short.any():
-        i = int(np.argmax(short))
+    channel_cols = sorted(column_of.values())
+    timecodes, table, lost_timecodes = _read_rows(body, len(header), channel_cols, source, text)
+    if len(timecodes) + len(lost_timecodes) == 0:
+        raise LiveLinkFormatError(source, "the file has a header but no frames")
+    all_timecodes = timecodes + lost_timecodes
+    try:
+        seconds, tc_rate = _parse_timecodes(all_timecodes)
+    except _BadRow as bad:
         raise LiveLinkFormatError(
-            source, f"row has {n_fields[i]} fields but the header has {len(header)} (truncated file?)", int(line_numbers[i])
-        )
+            source, f"timecode {all_timecodes[bad.row]!r} is not HH:MM:SS:FF.fff (is this a Live Link Face CSV?)",
+            _line_of(text, all_timecodes[bad.row]),
+        ) from None  # fmt: skip
 
-    rate = float(fps) if fps else (_infer_fps(seconds) or 60.0)
-    frame_index = np.round((seconds - seconds[0]) * rate).astype(np.int64)
-    if (np.diff(frame_index) < 0).any():
-        i = int(np.argmax(np.diff(frame_index) < 0)) + 1
-        raise LiveLinkFormatError(source, "timecodes go backwards; rows must be in time order", int(line_numbers[i]))
-    num_frames = int(frame_index[-1]) + 1
+    rate = float(fps) if fps else (_infer_fps(np.sort(seconds)) or 60.0)
+    t0 = seconds.min()
+    frame_index = np.round((seconds - t0) * rate).astype(np.int64)
+    measured = frame_index[: len(timecodes)]
+    backwards = np.flatnonzero(np.diff(measured) < 0)
+    if backwards.size:
+        row = int(backwards[0]) + 1
+        raise LiveLinkFormatError(source, "timecodes go backwards; rows must be in time order", _line_of(text, timecodes[row]))
+    num_frames = int(frame_index.max()) + 1
     values = np.zeros((num_frames, NUM_CHANNELS), dtype=np.float32)
     valid = np.zeros(num_frames, dtype=bool)
-    rows = ~lost_row
-    cols = [column_of.get(c, -1) for c in CHANNELS]
-    present = np.array([c >= 0 for c in cols])
-    data = table[rows][:, [max(c, 0) for c in cols]]
+    position = {col: i for i, col in enumerate(channel_cols)}
+    order = [position.get(column_of.get(c, -1), -1) for c in CHANNELS]
+    present = np.array([o >= 0 for o in order])
+    data = table[:, [max(o, 0) for o in order]]
     data[:, ~present] = 0.0
     bad = ~np.isfinite(data)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise LiveLinkFormatError(
-            source, f"channel {CHANNELS[c]} is empty or not a number", int(line_numbers[np.flatnonzero(rows)[r]])
-        )
-    values[frame_index[rows]] = data
-    valid[frame_index[rows]] = True
+        raise LiveLinkFormatError(source, f"channel {CHANNELS[c]} is empty or not a number", _line_of(text, timecodes[r]))
+    values[measured] = data
+    valid[measured] = True
     num_lost = int((~valid).sum())
     if num_lost and on_tracking_loss == "raise":
         first = int(np.argmax(~valid))
@@ -439,60 +411,119 @@ def _parse_livelink_text(
         metadata["filled_channels"] = missing
     if num_lost:
         metadata["lost_frames"] = num_lost
-    start = timecodes[0].strip()
+    start = all_timecodes[int(np.argmin(seconds))].strip()
     return FaceMotion(values, fps=rate, start_timecode=start, valid=valid, caption=caption, metadata=metadata)
 
 
-def _timecodes_with_lines(timecodes: list[str], source: str, line_numbers: np.ndarray) -> tuple[np.ndarray, int]:
-    try:
-        return _parse_timecodes(timecodes, source, 0)
-    except LiveLinkFormatError as err:
-        if err.line is None:
-            raise
-        raise LiveLinkFormatError(source, err.reason, int(line_numbers[err.line])) from None
+class _BadRow(Exception):
+    def __init__(self, row: int):
+        self.row = row
 
 
-def _parse_rows(lines: list[str], header_width: int, source: str, line_numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Parse the numeric fields (all but the timecode) into a float table padded with NaN.
+def _line_of(text: str, row_start: str) -> int | None:
+    """File line number of the first row starting with ``row_start`` (only computed for error messages)."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if number > 1 and line.startswith(row_start):
+            return number
+    return None
 
-    Returns ``(table [rows, header_width], fields_per_row)``. Extra trailing fields beyond the header
-    are ignored. Fast path: pandas' C parser; fallback for Python-repr floats (``np.float32(0.5)``).
+
+def _read_rows(
+    body: str, header_width: int, channel_cols: list[int], source: str, text: str
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Parse the rows with Arrow's multi-threaded CSV reader.
+
+    Returns ``(timecodes, table [rows, len(channel_cols)], lost_timecodes)``: full rows, and the timecodes of
+    "tracking lost" rows (``<timecode>,0``). Rows longer than the header (unnamed trailing columns) are fine.
     """
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
-    n_fields = np.fromiter((ln.count(",") + 1 for ln in lines), dtype=np.int64, count=len(lines))
-    width = max(header_width, int(n_fields.max()))
-    joined = "\n".join(lines)
-    if "float" in joined:
-        joined = _NP_FLOAT_REPR.sub(r"\1", joined)
-    try:
-        frame = pd.read_csv(
-            io.StringIO(joined), header=None, names=range(width), usecols=range(1, header_width),
-            dtype=np.float64, engine="c", na_filter=True, skip_blank_lines=False,
+    width = header_width
+    for _ in range(2):
+        lost, odd, longest = [], [], [0]
+
+        def on_invalid_row(row) -> str:
+            if row.actual_columns <= 2:
+                lost.append(row.text.split(",", 1)[0])
+            elif row.actual_columns > row.expected_columns:
+                longest[0] = max(longest[0], row.actual_columns)
+            else:
+                odd.append(row)
+            return "skip"
+
+        names = [f"c{i}" for i in range(width)]
+        types = {"c0": pa.string(), **{f"c{i}": pa.float64() for i in channel_cols}}
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(body.encode()),
+                read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22, use_threads=len(body) > 1 << 22),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types, include_columns=["c0"] + [f"c{i}" for i in channel_cols],
+                    strings_can_be_null=False, quoted_strings_can_be_null=False,
+                ),
+            )  # fmt: skip
+        except pa.ArrowInvalid:  # a cell that is not a number: find it row by row for a precise message
+            _locate_bad_cell(body, channel_cols, source, text)
+            raise
+        if longest[0] and width == header_width:
+            width = longest[0]  # rows carry unnamed trailing columns: read again, wide enough
+            continue
+        break
+    if odd:
+        fields = odd[0].actual_columns
+        raise LiveLinkFormatError(
+            source, f"row has {fields} fields but the header has {header_width} (truncated file?)",
+            _line_of(text, odd[0].text[:40]),
         )  # fmt: skip
-        table = frame.to_numpy(dtype=np.float64)
-    except (ValueError, pd.errors.ParserError):
-        table = _parse_rows_slow(joined.split("\n"), header_width, source, line_numbers)
-    out = np.full((len(lines), header_width), np.nan)
-    out[:, 1:] = table
-    return out, n_fields
+    timecodes = table.column("c0").to_pylist()
+    values = np.stack([table.column(f"c{i}").to_numpy(zero_copy_only=False) for i in channel_cols], axis=1) if channel_cols else np.zeros((len(timecodes), 0))
+    return timecodes, values.astype(np.float64, copy=False), lost
 
 
-def _parse_rows_slow(lines: list[str], header_width: int, source: str, line_numbers: np.ndarray) -> np.ndarray:
-    table = np.full((len(lines), header_width - 1), np.nan)
-    for i, line in enumerate(lines):
-        fields = line.split(",")[1:header_width]
-        for j, field in enumerate(fields):
-            field = field.strip().strip('"')
-            if not field:
-                continue
-            try:
-                table[i, j] = float(field)
-            except ValueError:
-                raise LiveLinkFormatError(
-                    source, f"column {j + 2} holds {field!r}, which is not a number", int(line_numbers[i])
-                ) from None
-    return table
+def _locate_bad_cell(body: str, channel_cols: list[int], source: str, text: str) -> None:
+    for line in body.split("\n"):
+        fields = line.rstrip("\r").split(",")
+        if len(fields) <= 2:
+            continue
+        for col in channel_cols:
+            if col < len(fields):
+                cell = fields[col].strip().strip('"')
+                try:
+                    float(cell) if cell else None
+                except ValueError:
+                    raise LiveLinkFormatError(
+                        source, f"column {col + 1} holds {cell!r}, which is not a number", _line_of(text, line[:40])
+                    ) from None
+
+
+def _parse_timecodes(strings: list[str]) -> tuple[np.ndarray, int]:
+    """Seconds of each timecode and the timecode rate (the smallest standard rate above the largest FF).
+
+    Raises ``_BadRow`` with the index of the first malformed timecode.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = pc.extract_regex(pa.array(strings, pa.string()), _TIMECODE_PATTERN)
+    if parts.null_count:
+        raise _BadRow(int(np.flatnonzero(parts.is_null().to_numpy(zero_copy_only=False))[0]))
+    hms = sum(
+        pc.cast(parts.field(k), pa.int64()).to_numpy() * scale for k, scale in (("h", 3600), ("m", 60), ("s", 1))
+    )
+    ff = pc.cast(parts.field("f"), pa.int64()).to_numpy()
+    frac = pc.cast(pc.binary_join_element_wise("0", parts.field("frac"), ""), pa.float64()).to_numpy()
+    rate = next((int(r) for r in STANDARD_FPS if r > ff.max()), None)
+    if rate is None:
+        raise _BadRow(int(np.argmax(ff)))
+    seconds = hms + (ff + frac) / rate
+    # Midnight rollover: keep time increasing.
+    seconds = seconds + 86400.0 * np.concatenate([[0], np.cumsum(np.diff(seconds) < -43200)])
+    return seconds.astype(np.float64), rate
+
+
+_TIMECODE_PATTERN = r"^\s*(?P<h>\d{1,2}):(?P<m>\d{2}):(?P<s>\d{2})[:;](?P<f>\d{1,3})(?P<frac>\.\d+|)\s*$"
 
 
 def _interpolate_short_gaps(values: np.ndarray, valid: np.ndarray, max_gap: int) -> None:
