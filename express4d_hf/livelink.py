@@ -227,6 +227,15 @@ class FaceMotion:
             return
         atomic_write_text(Path(path), text)
 
+    def to_gltf(self, path: str | os.PathLike, head: Any = None, fps: float | None = None) -> Path:
+        """Write an animated GLB of the Face Cap head performing this motion (and its licence notice beside it).
+
+        See :func:`express4d_hf.export.gltf.motion_to_gltf` (imported lazily: the exporter is a higher layer).
+        """
+        from .export.gltf import motion_to_gltf
+
+        return motion_to_gltf(self, path, head=head, fps=fps)
+
 
 def _timecode_to_frames(timecode: str, rate: int) -> int:
     match = _TIMECODE_RE.match(timecode or "")
@@ -236,6 +245,10 @@ def _timecode_to_frames(timecode: str, rate: int) -> int:
     return (int(h) * 3600 + int(m) * 60 + int(s)) * rate + min(int(ff), rate - 1)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +256,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", newline="\n") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
