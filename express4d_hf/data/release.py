@@ -32,11 +32,12 @@ import hashlib
 import json
 import logging
 import os
-import re
+import shutil
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -85,6 +86,8 @@ _PROBLEM_TEXT = {
     "empty_caption": ("caption file(s) without any caption", "write at least one line 'caption#word/POS ...'"),
     "ambiguous_data": ("take(s) with both a .csv and a .npy motion file", "keep only one of them"),
     "bad_performers": ("problem(s) in performers.json", "make it a JSON object {\"<take>\": <performer id>}"),
+    "bad_motion": ("motion file(s) that cannot be read",
+                   "re-export the take from Live Link Face (or re-save the .npy), or remove it from the split files"),
 }
 
 
@@ -332,7 +335,51 @@ def is_release_dir(path: str | os.PathLike) -> bool:
     return all((path / p).exists() for p in ("train.txt", "test.txt", "data", "texts"))
 
 
-def iter_release_motions(release: Release, takes: Iterable[Take] | None = None):
-    """Yield ``(take, FaceMotion)`` for each take (all by default), in order."""
-    for take in release.takes if takes is None else takes:
-        yield take, release.load_motion(take)
+
+def write_release(
+    root: str | os.PathLike,
+    clips: Iterable[tuple[str, str, FaceMotion | np.ndarray, Sequence[str]]],
+    *,
+    performers: Mapping[str, int] | None = None,
+    motion_format: str = "csv",
+) -> Path:
+    """Write takes in the official release layout (e.g. your own Live Link recordings, to extend the benchmark).
+
+    ``clips`` yields ``(name, split, motion, captions)``; a caption may carry its POS tokens after a
+    ``#`` as in the official files. Motions are written as Live Link CSVs at 60 fps (``motion_format="csv"``)
+    or as ``[T, 61]`` float32 ``.npy`` arrays (``"npy"``, which must already be at 60 fps). The folder is
+    written next to ``root`` and renamed into place; ``root`` must not exist.
+    """
+    root = Path(root)
+    if root.exists():
+        raise FileExistsError(f"{root}: exists already; choose a new folder")
+    if motion_format not in ("csv", "npy"):
+        raise ValueError(f"motion_format must be 'csv' or 'npy', got {motion_format!r}")
+    tmp = root.parent / f".{root.name}.writing-{uuid.uuid4().hex[:8]}"
+    (tmp / "data").mkdir(parents=True)
+    (tmp / "texts").mkdir()
+    try:
+        names: dict[str, list[str]] = {s: [] for s in SPLITS}
+        for name, split, motion, captions in clips:
+            if split not in SPLITS:
+                raise ValueError(f"take {name!r}: split must be one of {SPLITS}, got {split!r}")
+            if not captions:
+                raise ValueError(f"take {name!r}: needs at least one caption")
+            names[split].append(name)
+            if motion_format == "csv":
+                motion = motion if isinstance(motion, FaceMotion) else FaceMotion(motion, fps=CAPTURE_FPS)
+                motion.to_livelink_csv(tmp / "data" / f"{name}.csv", fps=CAPTURE_FPS)
+            else:
+                values = motion.resample(CAPTURE_FPS).values if isinstance(motion, FaceMotion) else motion
+                np.save(tmp / "data" / f"{name}.npy", np.asarray(values, dtype=np.float32), allow_pickle=False)
+            lines = [c if "#" in c else f"{c}#" for c in captions]
+            (tmp / "texts" / f"{name}.txt").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        for split, split_names in names.items():
+            (tmp / f"{split}.txt").write_text("".join(f"{n}\n" for n in split_names), encoding="utf-8")
+        if performers is not None:
+            (tmp / "performers.json").write_text(json.dumps(dict(performers), indent=1) + "\n", encoding="utf-8")
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
