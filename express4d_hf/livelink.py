@@ -528,7 +528,10 @@ def _parse_timecodes(strings: list[str]) -> tuple[np.ndarray, int]:
     )
     ff = pc.cast(parts.field("f"), pa.int64()).to_numpy()
     frac = pc.cast(pc.binary_join_element_wise("0", parts.field("frac"), ""), pa.float64()).to_numpy()
-    rate = next((int(r) for r in STANDARD_FPS if r > ff.max()), None)
+    # The timecode rate is the smallest standard rate above the largest FF, when the take crosses a second
+    # boundary; a take shorter than that cannot tell, and Live Link Face's default timecode rate (60) is assumed.
+    crosses_second = len(np.unique(hms)) > 1
+    rate = next((int(r) for r in STANDARD_FPS if r > ff.max() and (crosses_second or r >= 60)), None)
     if rate is None:
         raise _BadRow(int(np.argmax(ff)))
     seconds = hms + (ff + frac) / rate

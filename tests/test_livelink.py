@@ -314,3 +314,8 @@ def test_csv_written_at_60fps_from_20fps(values):
     assert back.fps == 60 and back.num_frames == 120
     header = buf.getvalue().splitlines()[0].split(",")
     assert header[:3] == ["Timecode", "BlendShapeCount", "EyeBlinkLeft"]
+
+
+def test_short_take_within_one_second_defaults_to_60fps_timecode(values):
+    m = read(make_csv(values[:30]))  # FF 0..29 only: no second boundary to tell the timecode rate
+    assert m.fps == 60 and m.num_frames == 30

@@ -10,7 +10,6 @@
 import {
   AnimationMixer,
   Box3,
-  Clock,
   DirectionalLight,
   HemisphereLight,
   LoopRepeat,
@@ -62,7 +61,7 @@ class FaceViewer {
     this.mixer = null;
     this.action = null;
     this.loadToken = 0;
-    this.clock = new Clock();
+    this.lastTick = performance.now();
 
     try {
       this.renderer = new WebGLRenderer({ antialias: true, alpha: true, preserveDrawingBuffer: true });
@@ -92,8 +91,9 @@ class FaceViewer {
 
     this.playButton.addEventListener('click', () => this.setPlaying(!this.playing));
     this.scrubber.addEventListener('input', () => {
+      const time = parseFloat(this.scrubber.value); // read before pausing redraws the controls
       this.setPlaying(false);
-      this.seek(parseFloat(this.scrubber.value));
+      this.seek(time);
     });
     this.renderer.domElement.addEventListener('keydown', (event) => {
       if (event.code === 'Space') {
@@ -221,7 +221,7 @@ class FaceViewer {
 
   setPlaying(playing) {
     this.playing = Boolean(playing && this.action);
-    this.clock.getDelta();
+    this.lastTick = performance.now();
     this.updateControls();
   }
 
@@ -247,8 +247,24 @@ class FaceViewer {
     this.root.dataset.time = now.toFixed(3);
   }
 
+  dispose() {
+    this.renderer.setAnimationLoop(null);
+    this.resizeObserver.disconnect();
+    this.removeModel();
+    this.controls.dispose();
+    this.renderer.dispose();
+    const index = registry.indexOf(this);
+    if (index >= 0) registry.splice(index, 1);
+  }
+
   tick() {
-    const delta = this.clock.getDelta();
+    if (!this.root.isConnected) {
+      this.dispose(); // Gradio re-rendered the component: free this WebGL context
+      return;
+    }
+    const now = performance.now();
+    const delta = Math.min((now - this.lastTick) / 1000, 0.25); // a hidden tab resumes without a jump
+    this.lastTick = now;
     if (!this.stage.clientWidth || !this.stage.clientHeight) return; // hidden tab: nothing to draw
     if (this.mixer && this.playing) {
       this.mixer.update(delta);
