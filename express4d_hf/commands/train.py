@@ -1,19 +1,48 @@
-"""``express4d train <model>``: each trainer module registers its own sub-verb."""
+"""``express4d train <model>``: each trainer module registers its own sub-verb.
+
+Trainer modules import torch and diffusers, which takes seconds; so ``express4d --help`` lists the verbs
+from the light table below and imports a trainer only when its verb runs (or its ``--help`` is asked).
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 
-# Modules under express4d_hf.training, each with `add_train_command(subparsers)`.
-TRAIN_MODULES: list[str] = []
+# verb -> (module under express4d_hf.training with `add_train_command(subparsers)`, one-line help)
+TRAIN_VERBS: dict[str, tuple[str, str]] = {
+    "evaluator": ("evaluator", "the text-motion evaluator behind every metric"),
+    "mdm": ("mdm", "the MDM diffusion baseline (a diffusers pipeline folder)"),
+    "t2m-gpt": ("t2m_gpt", "the T2M-GPT baseline: VQ-VAE tokenizer, then the text-conditioned GPT"),
+    "vqvae": ("t2m_gpt", "only the VQ-VAE motion tokenizer of T2M-GPT"),
+}
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train the evaluator or a baseline with accelerate")
     parser.set_defaults(_parser=parser)
     verbs = parser.add_subparsers(dest="model", metavar="MODEL")
-    for name in TRAIN_MODULES:
-        importlib.import_module(f"express4d_hf.training.{name}").add_train_command(verbs)
+    for verb, (_, summary) in TRAIN_VERBS.items():
+        stub = verbs.add_parser(verb, help=summary, add_help=False, prefix_chars="\0")
+        stub.add_argument("arguments", nargs=argparse.REMAINDER)
+        stub.set_defaults(func=_dispatch, _verb=verb)
+
+
+def trainer_parser(verb: str) -> argparse.ArgumentParser:
+    """The full parser of one ``express4d train <verb>``, built by its trainer module."""
+    module, _ = TRAIN_VERBS[verb]
+    root = argparse.ArgumentParser(prog="express4d train")
+    verbs = root.add_subparsers(dest="model")
+    importlib.import_module(f"express4d_hf.training.{module}").add_train_command(verbs)
+    return verbs.choices[verb]
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    parser = trainer_parser(args._verb)
+    parser.prog = f"express4d train {args._verb}"
+    real = parser.parse_args(args.arguments)
+    real.command, real.verbose = args.command, args.verbose
+    return real.func(real)
 
 
 def add_common_train_arguments(parser, default_out: str) -> None:
