@@ -6,7 +6,7 @@ flat channel (e.g. head rotation not recorded) normalises to 0 instead of NaN.
 
 >>> import numpy as np
 >>> stats = NormStats.compute([np.ones((30, 61), np.float32)])
->>> float(stats.std.min()) == stats.eps, float(np.abs(stats.normalize(np.ones((2, 61)))).max())
+>>> bool(np.isclose(stats.std.min(), stats.eps)), float(np.abs(stats.normalize(np.ones((2, 61)))).max())
 (True, 0.0)
 """
 
