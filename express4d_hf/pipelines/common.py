@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers.utils import BaseOutput
@@ -25,6 +26,25 @@ class MotionPipelineOutput(BaseOutput):
     """
 
     motions: list[FaceMotion]
+
+
+@dataclass
+class MotionBatchOutput(BaseOutput):
+    """Padded-batch output of a pipeline called with ``output_type="pt"``, ``"np"`` or ``"latent"``.
+
+    Args:
+        motions: ``[B, T, 61]`` tensor (``"pt"``, ``"latent"``) or array (``"np"``), ``T`` = the longest
+            requested length; every frame past a clip's length is zero. ``"pt"``/``"np"`` hold raw ARKit
+            values; ``"latent"`` holds the normalised values the model works in.
+        lengths: frames of each clip at ``fps``.
+        captions: the prompt of each clip (prompt-major order, like :class:`MotionPipelineOutput`).
+        fps: frame rate of the frames (20).
+    """
+
+    motions: Any
+    lengths: list[int]
+    captions: list[str]
+    fps: float
 
 
 def check_prompts(prompt: str | list[str]) -> list[str]:
@@ -92,3 +112,57 @@ def lengths_mask(lengths: list[int] | torch.Tensor, max_frames: int, device=None
     """``[B, max_frames]`` bool mask, True on frames inside each clip."""
     lengths = torch.as_tensor(lengths, device=device)
     return torch.arange(max_frames, device=device)[None, :] < lengths[:, None]
+
+
+# --- model cards shared by every pipeline ----------------------------------------------------------------
+CARD_DATA_FILE = "card_data.json"  # README fields kept next to it, so re-saving a loaded pipeline keeps them
+
+
+class ModelCardMixin:
+    """``save_pretrained`` that also writes ``README.md`` (from ``hub_cards/<CARD_TEMPLATE>``) and
+    ``card_data.json``; ``from_pretrained`` that reads ``card_data.json`` back into :attr:`card_data`.
+
+    Put it before ``DiffusionPipeline`` in the bases and define ``CARD_TEMPLATE`` and ``model_card_fields()``
+    (architecture fields from the configs, updated with :attr:`card_data`: training, metrics, ...).
+    """
+
+    CARD_TEMPLATE: str = ""
+
+    @property
+    def card_data(self) -> dict[str, Any]:
+        if "_card_data" not in self.__dict__:
+            self.__dict__["_card_data"] = {}
+        return self.__dict__["_card_data"]
+
+    @card_data.setter
+    def card_data(self, value: dict[str, Any]) -> None:
+        self.__dict__["_card_data"] = dict(value)
+
+    def model_card_fields(self) -> dict[str, Any]:  # pragma: no cover - each pipeline overrides it
+        return dict(self.card_data)
+
+    def save_pretrained(self, save_directory, *args, model_card: dict[str, Any] | None = None, **kwargs) -> None:
+        """Save every component (diffusers layout) plus ``README.md``; ``model_card`` fields update :attr:`card_data`."""
+        import json
+        from pathlib import Path
+
+        from ..livelink import atomic_write_text
+        from .loading import write_model_card
+
+        super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
+        if model_card:
+            self.card_data.update(model_card)
+        folder = Path(save_directory)
+        atomic_write_text(folder / CARD_DATA_FILE, json.dumps(self.card_data, indent=2, default=str) + "\n")
+        write_model_card(folder, self.CARD_TEMPLATE, self.model_card_fields())
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        import json
+        from pathlib import Path
+
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)  # type: ignore[misc]
+        card = Path(str(pretrained_model_name_or_path)) / CARD_DATA_FILE
+        if card.is_file():
+            pipe.card_data = json.loads(card.read_text())
+        return pipe

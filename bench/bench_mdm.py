@@ -1,0 +1,206 @@
+"""Benchmark the MDM baseline: sampling time per clip (AITS) and training throughput.
+
+AITS (average inference time per sample, seconds per generated clip, text encoding included) for the
+1000-step DDPM sampler of the paper and 50-step DDIM and DPM-Solver++ swapped in with ``from_config``,
+at batch 64 and batch 1, side by side in one run. Classifier-free guidance is on (guidance 2.5: the
+conditional and unconditional branches run as one batched forward). Clips are ``--frames`` long (196 by
+default: the longest clip, so the upper bound).
+
+Training throughput (samples/s) of the trainer's own loss (``training.mdm.mdm_loss_fn``) on one
+synthetic batch of random lengths, for a plain eager fp32 loop and for the optimised loop: bf16 autocast,
+fused AdamW and ``torch.compile`` on GPU (on a CPU, bf16 and compile do not pay off: the optimised loop
+there is fp32 eager with the fused CPU AdamW, and compile can be forced with ``--compile on``).
+
+    python bench/bench_mdm.py --preset tiny --quick          # CPU, a minute or two
+    python bench/bench_mdm.py --preset paper --json mdm.json # GPU
+
+``--quick`` times DDPM on 50 of its 1000 steps and scales linearly (the per-step work is constant) and
+uses fewer repetitions. The weights are random unless ``--model DIR`` is given: timing does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_pipeline(args: argparse.Namespace, device: torch.device):
+    from express4d_hf.models.mdm import MDMDenoiser
+    from express4d_hf.pipelines.mdm import Express4DMDMPipeline
+
+    if args.model:
+        from express4d_hf.pipelines.loading import load_pipeline
+
+        pipe = load_pipeline(args.model)
+    else:
+        torch.manual_seed(0)
+        pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset(args.preset))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def time_sampler(pipe, name: str, steps: int, batch: int, frames: int, repeats: int, timed_steps: int | None,
+                 device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """Seconds per clip for ``steps`` steps of sampler ``name`` (timing ``timed_steps`` and scaling when given)."""
+    from express4d_hf.pipelines.mdm import make_scheduler
+
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+    run_steps = timed_steps or steps
+    prompts = [f"A person is smiling and then blinking {i}" for i in range(batch)]
+    pipe(prompts[:1], num_frames=frames, num_inference_steps=2)  # warm-up (allocations, kernels)
+    times = []
+    for r in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        pipe(prompts, num_frames=frames, num_inference_steps=run_steps, guidance_scale=2.5,
+             generator=torch.Generator().manual_seed(r))  # fmt: skip
+        sync(device)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times) * steps / run_steps
+    return {"sampler": name, "steps": steps, "batch": batch, "timed_steps": run_steps,
+            "seconds_per_batch": seconds, "aits_s": seconds / batch}  # fmt: skip
+
+
+def synthetic_batch(batch: int, frames: int, text_dim: int, device: torch.device, seed: int = 0):
+    from express4d_hf.training.mdm import CaptionTable
+
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(20, frames + 1, (batch,), generator=gen)
+    mask = torch.arange(frames)[None] < lengths[:, None]
+    motion = torch.randn(batch, frames, 61, generator=gen) * mask[..., None]
+    captions = [f"caption {i}" for i in range(batch)]
+    table = CaptionTable({c: torch.randn(text_dim, generator=gen) for c in captions})
+    batch_dict = {
+        "motion": motion.to(device),
+        "mask": mask.to(device),
+        "lengths": lengths.to(device),
+        "captions": captions,
+    }
+    return batch_dict, table
+
+
+def time_training(args: argparse.Namespace, device: torch.device, optimised: bool) -> dict[str, Any]:
+    """Samples/s of ``steps`` optimisation steps (after warm-up) of the trainer's loss on one batch."""
+    from express4d_hf.models.mdm import MDMDenoiser
+    from express4d_hf.training.mdm import MDMTrainConfig, mdm_loss_fn
+
+    config = MDMTrainConfig.preset(args.preset)
+    torch.manual_seed(0)
+    model = MDMDenoiser.from_preset(args.preset).to(device).train()
+    batch, table = synthetic_batch(config.batch_size, args.frames, model.config.text_dim, device)
+    loss_fn = mdm_loss_fn(config, table, seed=0)
+    cuda = device.type == "cuda"
+    use_compile = optimised and (args.compile == "on" or (args.compile == "auto" and cuda))
+    use_bf16 = optimised and cuda and torch.cuda.is_bf16_supported()
+    fused = optimised and (cuda or device.type == "cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
+                                  fused=fused or None, foreach=False if not optimised else None)  # fmt: skip
+    if use_compile:
+        model.compile()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = loss_fn(model, batch)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    warmup, steps = (2, 5) if args.quick else (5, 30)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    sync(device)
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    label = "optimised" if optimised else "plain eager fp32"
+    parts = [p for p, on in (("bf16", use_bf16), ("fused AdamW", fused), ("torch.compile", use_compile)) if on]
+    return {"loop": label, "features": ", ".join(parts) or "fp32 eager, for-loop AdamW", "batch": config.batch_size,
+            "frames": args.frames, "steps": steps, "warmup_s": warm, "samples_per_s": config.batch_size * steps / seconds}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help="denoiser size (default tiny)")
+    parser.add_argument("--model", default=None, help="time a trained pipeline folder instead of random weights")
+    parser.add_argument("--quick", action="store_true", help="DDPM extrapolated from 50 steps, fewer repetitions")
+    parser.add_argument("--frames", type=int, default=196, help="frames per clip at 20 fps (default 196)")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[64, 1], help="sampling batch sizes (default 64 1)"
+    )
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="torch.compile in the optimised training loop (auto: on GPU only)")  # fmt: skip
+    parser.add_argument("--skip-training", action="store_true", help="only time sampling")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    from express4d_hf.training.common import run_metadata, write_json
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    )
+    pipe = build_pipeline(args, device)
+    params = sum(p.numel() for p in pipe.denoiser.parameters())
+    print(f"device: {device_name}\nMDM {args.model or args.preset}: {params / 1e6:.2f} M parameters, "
+          f"{args.frames} frames per clip, guidance 2.5 (batched CFG)\n")  # fmt: skip
+
+    samplers = [("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 50)]
+    repeats = 1 if args.quick else 3
+    sampling = []
+    with torch.inference_mode():
+        for name, steps in samplers:
+            for batch in args.batch_sizes:
+                timed = 50 if (args.quick and steps > 50) else None
+                sampling.append(time_sampler(pipe, name, steps, batch, args.frames, repeats, timed, device))
+    names = {"ddpm": "DDPM", "ddim": "DDIM", "dpmsolver++": "DPM-Solver++"}
+    header = "| sampler | steps | " + " | ".join(f"AITS batch {b} (s/clip)" for b in args.batch_sizes) + " |"
+    lines = [header, "|" + "---|" * (2 + len(args.batch_sizes))]
+    for name, steps in samplers:
+        cells = []
+        for batch in args.batch_sizes:
+            row = next(r for r in sampling if r["sampler"] == name and r["batch"] == batch)
+            note = f" (from {row['timed_steps']} steps)" if row["timed_steps"] != steps else ""
+            cells.append(f"{row['aits_s']:.4f}{note}")
+        lines.append(f"| {names[name]} | {steps} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+
+    training = []
+    if not args.skip_training:
+        training = [time_training(args, device, optimised=False), time_training(args, device, optimised=True)]
+        base = training[0]["samples_per_s"]
+        print(
+            f"\n| training loop (batch {training[0]['batch']}, {args.frames} frames) | samples/s | speed-up | warm-up (s) |"
+        )
+        print("|---|---|---|---|")
+        for row in training:
+            print(f"| {row['loop']}: {row['features']} | {row['samples_per_s']:.1f} | {row['samples_per_s'] / base:.2f}x "
+                  f"| {row['warmup_s']:.1f} |")  # fmt: skip
+
+    result = run_metadata(vars(args), device=device_name, parameters=params, sampling=sampling, training=training)
+    if args.json:
+        write_json(args.json, result)
+        print(f"\nwrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

