@@ -39,8 +39,7 @@ from ..constants import EVAL_GROUP_SIZE
 
 __all__ = [
     "DIVERSITY_PAIRS",
-    "FID_EPS",
-    "FID_IMAG_TOL",
+    "FID_PSD_TOL",
     "FrechetDistanceError",
     "default_diversity_pairs",
     "diversity",
