@@ -13,16 +13,17 @@ def register(subparsers) -> None:
         description="Build the data, train the evaluator and both baselines, score every row with the protocol "
         "(mean ± 95%% interval over replications) and write results.json, results.md, metrics.png and samples/. "
         "Re-running the same command resumes: finished stages whose config and data match are skipped.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", default=None, help="release folder, built dataset folder or hub id (default: embedded procedural corpus)")
     parser.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help="tiny: 2-core CPU in <= 15 min; paper: official protocol on one GPU")
-    parser.add_argument("--out", default="runs/benchmark", help="output folder")
+    parser.add_argument("--out", default="runs/benchmark", help="output folder (default: runs/benchmark)")
     parser.add_argument("--replications", type=int, default=None, help="protocol replications (tiny: 5, paper: 20)")
     parser.add_argument("--models", default="mdm,t2m-gpt", help="comma-separated baselines: mdm, t2m-gpt")
     parser.add_argument("--max-test-clips", type=int, default=None, help="test subset in whole groups of 32 (tiny: 128; 0 = whole split)")
-    parser.add_argument("--full-ddpm", action="store_true", help="also score MDM with the 1000-step DDPM sampler (always on in paper)")
-    parser.add_argument("--multimodality", action="store_true", help="also compute Multimodality (always on in paper)")
+    parser.add_argument("--full-ddpm", action=argparse.BooleanOptionalAction, default=None,
+                        help="also score MDM with the 1000-step DDPM sampler (default: on in paper, off in tiny)")  # fmt: skip
+    parser.add_argument("--multimodality", action=argparse.BooleanOptionalAction, default=None,
+                        help="also compute Multimodality (default: on in paper, off in tiny)")  # fmt: skip
     parser.add_argument("--sampler", choices=["ddim", "dpmsolver++"], default=None, help="fast MDM sampler (default ddim)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps of the fast MDM row (default 50)")
     parser.add_argument("--max-steps", action="append", default=[], metavar="STAGE=N",
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(
         replications=args.replications, models=models, fast_sampler=args.sampler, fast_steps=args.steps,
         seed=args.seed, max_steps=_parse_steps(args.max_steps),
-        full_ddpm=True if args.full_ddpm else None, multimodality=True if args.multimodality else None,
+        full_ddpm=args.full_ddpm, multimodality=args.multimodality,
     )  # fmt: skip
     config = BenchmarkConfig.preset_config(args.preset, **overrides)
     if max_clips is not None:
