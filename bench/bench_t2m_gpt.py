@@ -41,7 +41,7 @@ def sync(device: torch.device) -> None:
 
 
 def build_t2m_gpt(args: argparse.Namespace, device: torch.device, text_encoder=None):
-    from express4d_hf.models.t2m_gpt import MotionVQVAE, T2MGPT
+    from express4d_hf.models.t2m_gpt import T2MGPT, MotionVQVAE
     from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
 
     if args.pipeline:

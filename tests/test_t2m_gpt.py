@@ -15,7 +15,7 @@ import torch
 from express4d_hf import read_livelink_csv
 from express4d_hf.data.stats import NormStats
 from express4d_hf.models.normalizer import MotionNormalizer
-from express4d_hf.models.t2m_gpt import MotionVQVAE, T2MGPT, filter_logits
+from express4d_hf.models.t2m_gpt import T2MGPT, MotionVQVAE, filter_logits
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
 from express4d_hf.pipelines.loading import load_pipeline
 from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
@@ -27,8 +27,26 @@ PROMPTS = ["A person is smiling softly", "A person is blinking twice and then fr
 
 
 @pytest.fixture(scope="module")
-def text_encoder():
-    return load_text_encoder()
+def text_encoder_dir(tmp_path_factory):
+    """A small random BERT with MiniLM's tokenizer: a real transformers encoder that saves and loads in
+    milliseconds (the pipeline takes any encoder; the default MiniLM is exercised by the module doctest)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from express4d_hf.text import default_text_encoder_path
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(default_text_encoder_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_encoder(text_encoder_dir):
+    return load_text_encoder(str(text_encoder_dir))
 
 
 def make_pipe(text_encoder, seed: int = 0) -> Express4DT2MGPTPipeline:
@@ -39,7 +57,8 @@ def make_pipe(text_encoder, seed: int = 0) -> Express4DT2MGPTPipeline:
     stats = NormStats(rng.uniform(0, 0.3, 61), rng.uniform(0.05, 0.2, 61))
     tokenizer, encoder = text_encoder
     return Express4DT2MGPTPipeline.from_components(
-        vqvae, T2MGPT.from_preset("tiny", **GPT), MotionNormalizer.from_stats(stats), text_encoder=encoder, tokenizer=tokenizer
+        vqvae, T2MGPT.from_preset("tiny", **GPT, text_dim=32), MotionNormalizer.from_stats(stats), text_encoder=encoder,
+        tokenizer=tokenizer,
     )
 
 
@@ -112,7 +131,7 @@ def test_codebook_reset_revives_dead_codes():
 def test_gpt_cache_matches_full_forward():
     torch.manual_seed(0)
     gpt = T2MGPT.from_preset("tiny", **GPT).eval()
-    codes, text = torch.randint(0, 32, (3, 12)), torch.randn(3, 384)
+    codes, text = torch.randint(0, 32, (3, 12)), torch.randn(3, 384)  # text_dim defaults to MiniLM's 384
     full, _ = gpt(codes, text)
     assert full.shape == (3, 13, 33)
     step, cache = gpt(codes[:, :0], text, use_cache=True)
@@ -168,6 +187,7 @@ def test_end_token_controls_length_and_num_frames_forces_it(text_encoder):
     motions = pipe(PROMPTS, temperature=0.0).motions
     assert [m.num_frames for m in motions] == [20, 20]  # end suppressed until 1 s (5 codes)
     assert [m.metadata["num_codes"] for m in motions] == [5, 5]
+    assert [m.num_frames for m in pipe(PROMPTS, duration_s=[2.0, 1.5], generator=gen(0)).motions] == [40, 30]
     forced = pipe(PROMPTS, num_frames=[37, 196], generator=gen(0)).motions
     assert [m.num_frames for m in forced] == [37, 196]  # end suppressed until the asked length, then cropped
     assert [m.metadata["num_codes"] for m in forced] == [10, 49]
@@ -189,6 +209,7 @@ def test_end_token_controls_length_and_num_frames_forces_it(text_encoder):
         (dict(top_p=1.5), "top_p"),
         (dict(num_frames=10), "outside"),
         (dict(num_frames=[40]), "lengths for 2 prompts"),
+        (dict(num_frames=40, duration_s=2.0), "not both"),
         (dict(max_num_frames=500), "max_num_frames"),
         (dict(num_motions_per_prompt=0), "num_motions_per_prompt"),
         (dict(output_type="mp4"), "output_type"),
@@ -235,13 +256,14 @@ def tiny_dataset(tmp_path_factory):
     return build_dataset(release, root / "dataset", progress=False)
 
 
-def test_train_commands_end_in_loadable_folders(tiny_dataset, tmp_path):
+def test_train_commands_end_in_loadable_folders(tiny_dataset, text_encoder_dir, tmp_path):
     from express4d_hf.cli import main
     from express4d_hf.training.t2m_gpt import TOKENS_NAME
 
     out = tmp_path / "run"
     common = ["--data", str(tiny_dataset), "--preset", "tiny", "--batch-size", "8"]
-    assert main(["train", "t2m-gpt", "--out", str(out), "--max-steps", "3"] + common) == 0
+    encoder = ["--text-encoder", str(text_encoder_dir)]
+    assert main(["train", "t2m-gpt", "--out", str(out), "--max-steps", "3"] + common + encoder) == 0
     for name in ("model_index.json", "README.md", "training_metadata.json", "gpt_loss.png", "vqvae", "transformer",
                  "normalizer", TOKENS_NAME, "vqvae_training/vqvae_codebook.png", "checkpoints/step_3"):  # fmt: skip
         assert (out / name).exists(), name
@@ -249,6 +271,14 @@ def test_train_commands_end_in_loadable_folders(tiny_dataset, tmp_path):
     assert any("perplexity" in r and "dead_codes" in r for r in losses)  # codebook usage logged while training
     metadata = json.loads((out / "training_metadata.json").read_text())
     assert metadata["gpt_steps"] == 3 and metadata["reconstruction_test"]["mse"] > 0
+    assert metadata["held_out"]["val_loss"] > 0 and metadata["codebook"]["used_codes"] > 0
+    # a second run in the same folder reuses the finished stage 1 and the token cache, and resumes stage 2
+    stamps = {name: (out / name).stat().st_mtime_ns for name in ("vqvae_training/config.json", TOKENS_NAME)}
+    assert main(["train", "t2m-gpt", "--out", str(out), "--max-steps", "4", "--vqvae-steps", "3"] + common + encoder) == 0
+    assert stamps == {name: (out / name).stat().st_mtime_ns for name in stamps}
+    steps = [json.loads(line)["step"] for line in (out / "gpt_losses.jsonl").read_text().splitlines()]
+    assert sorted(set(steps)) == [3, 4] and (out / "checkpoints" / "step_4").is_dir()
+
     pipe = Express4DT2MGPTPipeline.from_pretrained(out)
     assert pipe.normalizer.std.min() > 0 and pipe.normalizer.mean.abs().sum() > 0  # real train stats
     motion = pipe("A person is smiling", num_frames=30, generator=gen(0)).motions[0]
@@ -258,7 +288,7 @@ def test_train_commands_end_in_loadable_folders(tiny_dataset, tmp_path):
     vq_out = tmp_path / "vq"
     assert main(["train", "vqvae", "--out", str(vq_out), "--max-steps", "2"] + common) == 0
     reused = tmp_path / "reused"
-    assert main(["train", "t2m-gpt", "--out", str(reused), "--max-steps", "2", "--vqvae", str(vq_out)] + common) == 0
+    assert main(["train", "t2m-gpt", "--out", str(reused), "--max-steps", "2", "--vqvae", str(vq_out)] + common + encoder) == 0
     assert not (reused / "vqvae_training").exists()
     loaded = Express4DT2MGPTPipeline.from_pretrained(reused)
     trained = MotionVQVAE.from_pretrained(vq_out)

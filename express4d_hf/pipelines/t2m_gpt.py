@@ -26,7 +26,7 @@ from diffusers import DiffusionPipeline
 
 from ..constants import MAX_FRAMES, MIN_FRAMES
 from ..models.normalizer import MotionNormalizer
-from ..models.t2m_gpt import MotionVQVAE, T2MGPT
+from ..models.t2m_gpt import T2MGPT, MotionVQVAE
 from ..text import encode_prompts, load_text_encoder
 from .common import (
     ModelCardMixin,
@@ -68,7 +68,7 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
 
     def __init__(self, vqvae: MotionVQVAE, transformer: T2MGPT, text_encoder, tokenizer, normalizer: MotionNormalizer):
         super().__init__()
-        if transformer.config.num_codes != vqvae.config.num_codes:
+        if transformer is not None and vqvae is not None and transformer.config.num_codes != vqvae.config.num_codes:
             raise ValueError(
                 f"the transformer speaks {transformer.config.num_codes} codes but the VQ-VAE has "
                 f"{vqvae.config.num_codes}; pair a GPT with the tokenizer it was trained on"
@@ -128,6 +128,7 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "motion",
         return_dict: bool = True,
+        duration_s: float | list[float] | None = None,
     ):
         """Generate one or more motions per prompt.
 
@@ -148,13 +149,16 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
                 raw numpy / normalised padded batch, zero past each length); ``"codes"`` -> a list of the
                 sampled code tensors.
             return_dict: False returns a tuple ``(motions,)`` (plus lengths for the batch types).
+            duration_s: alternatively to ``num_frames``, force the length in seconds (1..9.8), one or one per prompt.
         """
         prompts = check_prompts(prompt)
         fps = float(self.normalizer.config.fps)
         per_code = self.frames_per_code
         if isinstance(max_num_frames, bool) or not isinstance(max_num_frames, int) or not MIN_FRAMES <= max_num_frames <= MAX_FRAMES:
             raise ValueError(f"`max_num_frames` must be an integer in [{MIN_FRAMES}, {MAX_FRAMES}], got {max_num_frames!r}")
-        forced = resolve_num_frames(len(prompts), num_frames, fps=fps) if num_frames is not None else None
+        forced = None
+        if num_frames is not None or duration_s is not None:
+            forced = resolve_num_frames(len(prompts), num_frames, duration_s, fps=fps)
         check_sampling(temperature, top_k, top_p, self.transformer.config.num_codes + 1)
         if isinstance(num_motions_per_prompt, bool) or not isinstance(num_motions_per_prompt, int) or num_motions_per_prompt < 1:
             raise ValueError(f"`num_motions_per_prompt` must be a positive integer, got {num_motions_per_prompt!r}")
@@ -259,4 +263,4 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
         return fields
 
 
-__all__ = ["Express4DT2MGPTPipeline", "OUTPUT_TYPES", "check_sampling"]
+__all__ = ["OUTPUT_TYPES", "Express4DT2MGPTPipeline", "check_sampling"]

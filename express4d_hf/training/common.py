@@ -190,11 +190,14 @@ class LossLog:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        keys = [k for k in self.records[-1] if k != "step"]
+        # Every logged key, each drawn over the records that carry it: values an on_step callback logs on
+        # records of their own (held-out loss, codebook usage) form their own line instead of NaN-broken gaps.
+        keys = list(dict.fromkeys(k for r in self.records for k in r if k != "step"))
         fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-        steps = [r["step"] for r in self.records]
         for key in keys:
-            ax.plot(steps, [r.get(key, np.nan) for r in self.records], label=key, lw=1.2)
+            steps, values = zip(*[(r["step"], r[key]) for r in self.records if key in r])
+            sparse = 2 * len(steps) <= len(self.records)
+            ax.plot(steps, values, label=key, lw=1.2, marker="o" if sparse else None, ms=3)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         if all(r.get(k, 1) > 0 for r in self.records for k in keys):
@@ -354,7 +357,10 @@ def run_training(
     if accelerator.is_main_process:
         _checkpoint(accelerator, out_dir, model, optimizer, ema, config.max_steps, config.keep_checkpoints)
         log.plot(out_dir / f"{name}_loss.png", f"{name} training loss")
-    accelerator.end_training()
+    # Not accelerator.end_training(): it destroys the process group, after which a trainer can neither
+    # synchronise its processes (wait_for_everyone) nor run a second stage (T2M-GPT's GPT after its VQ-VAE).
+    for tracker in accelerator.trackers:
+        tracker.finish()
     final = ema.shadow if ema is not None else accelerator.unwrap_model(model)
     final.eval()
     done_steps = max(0, config.max_steps - start_step)

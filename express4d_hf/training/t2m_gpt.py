@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -39,8 +38,9 @@ import torch
 
 from ..arkit import mirror_caption, mirror_values
 from ..constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
+from ..livelink import atomic_write_text
 from ..models.normalizer import MotionNormalizer
-from ..models.t2m_gpt import GPT_PRESETS, VQVAE_PRESETS, MotionVQVAE, T2MGPT
+from ..models.t2m_gpt import GPT_PRESETS, MIN_CODES, T2MGPT, VQVAE_PRESETS, MotionVQVAE
 from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
 from .common import LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, write_json
 from .mdm import CaptionTable, save_pipeline_folder
@@ -87,10 +87,10 @@ class VQVAETrainConfig(_StepsMixin, LoopConfig):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> VQVAETrainConfig:
-        """``tiny``: ~2 min on a 2-core CPU; ``paper``: upstream's recipe (lr 2e-4, batch 256, 64-frame windows)
+        """``tiny``: ~1.5 min on one CPU core; ``paper``: upstream's recipe (lr 2e-4, batch 256, 64-frame windows)
         shortened from 200k to 50k steps for ~1k clips, one GPU."""
         presets = {
-            "tiny": dict(model_preset="tiny", max_steps=1200, batch_size=64, learning_rate=1e-3, warmup_steps=50,
+            "tiny": dict(model_preset="tiny", max_steps=800, batch_size=64, learning_rate=1e-3, warmup_steps=50,
                          checkpoint_every=400, log_every=20, usage_every=100),
             "paper": dict(model_preset="paper", max_steps=50_000, batch_size=256, learning_rate=2e-4, warmup_steps=1000,
                           checkpoint_every=5000, log_every=50, usage_every=500),
@@ -109,7 +109,7 @@ class VQVAETrainConfig(_StepsMixin, LoopConfig):
 class GPTTrainConfig(_StepsMixin, LoopConfig):
     """Stage 2: the text-to-code transformer. The ``LoopConfig`` fields drive :func:`run_training`."""
 
-    model_preset: str = "tiny"  # GPT_PRESETS name ("tiny": 3 x 128; "paper": 8 x 512, see T2MGPT)
+    model_preset: str = "tiny"  # GPT_PRESETS name ("tiny": 2 x 128; "paper": 8 x 512, see T2MGPT)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # T2MGPT config fields replacing the preset's
     text_encoder: str | None = None  # transformers encoder name or path (None: the offline all-MiniLM-L6-v2)
     corruption_prob: float = 0.5  # tau: share of input codes replaced by random codes (upstream pkeep = 0.5)
@@ -123,8 +123,8 @@ class GPTTrainConfig(_StepsMixin, LoopConfig):
     def preset(cls, name: str, **overrides: Any) -> GPTTrainConfig:
         """``tiny``: a few minutes on a 2-core CPU; ``paper``: upstream's lr 1e-4, batch 128, tau 0.5, one GPU."""
         presets = {
-            "tiny": dict(model_preset="tiny", max_steps=1500, batch_size=64, learning_rate=1e-3, warmup_steps=100,
-                         weight_decay=0.01, ema_decay=0.995, checkpoint_every=500, log_every=20, sample_every=500),
+            "tiny": dict(model_preset="tiny", max_steps=800, batch_size=64, learning_rate=1e-3, warmup_steps=50,
+                         weight_decay=0.01, ema_decay=0.995, checkpoint_every=400, log_every=20, sample_every=400),
             "paper": dict(model_preset="paper", max_steps=60_000, batch_size=128, learning_rate=1e-4, warmup_steps=1000,
                           weight_decay=0.01, ema_decay=0.999, checkpoint_every=5000, log_every=50, sample_every=5000),
         }  # fmt: skip
@@ -171,6 +171,15 @@ class MotionWindows(torch.utils.data.Dataset):
 
 def collate_windows(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {"motion": torch.stack([b["motion"] for b in batch]), "mask": torch.stack([b["mask"] for b in batch])}
+
+
+def _process_state():
+    """accelerate's process state, initialised as the Accelerator would (``ACCELERATE_USE_CPU`` makes a
+    multi-process CPU run distributed over gloo), whichever of them comes first."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -229,8 +238,6 @@ def train_vqvae(
     ``stats.json`` (the normalisation it was trained with), ``training_metadata.json`` (with the test-split
     reconstruction error), ``vqvae_loss.png``, ``vqvae_codebook.png`` and ``checkpoints/``.
     """
-    from accelerate import PartialState
-
     from ..data.hub import dataset_stats, load_express4d
     from ..data.torch import MotionDataset
 
@@ -254,7 +261,7 @@ def train_vqvae(
         progress=progress,
     )  # fmt: skip
     vqvae = result.model.to("cpu").eval()
-    if PartialState().is_main_process:
+    if _process_state().is_main_process:
         test = MotionDataset(splits["test"], stats, train=False) if "test" in splits else None
         recon = reconstruction_error(vqvae, test) if test is not None and len(test) else None
         save_model_folder(vqvae, out_dir)
@@ -264,13 +271,14 @@ def train_vqvae(
             "vqvae_codebook.png": ("VQ-VAE codebook usage", ["perplexity", "dead_codes"]),
         })  # fmt: skip
         write_json(out_dir / METADATA_NAME, run_metadata(
-            config, stage="vqvae", data=str(data) if data is not None else "procedural corpus", train_clips=len(clips),
+            config, stage="vqvae", data=str(data) if data is not None else "procedural corpus",
+            data_fingerprint=_data_fingerprint(data), train_clips=len(clips),
             steps=result.step, train_seconds=round(time.perf_counter() - started, 1), loop_seconds=round(result.seconds, 1),
             samples_per_s=round(result.samples_per_s, 1), reconstruction_test=recon, codebook=vqvae.codebook_usage(),
             final_loss=_last(result.losses, "loss"), parameters=sum(p.numel() for p in vqvae.parameters()),
         ))  # fmt: skip
         logger.info("vqvae: test reconstruction %s, codebook %s", recon, vqvae.codebook_usage())
-    PartialState().wait_for_everyone()
+    _process_state().wait_for_everyone()
     return vqvae
 
 
@@ -310,16 +318,27 @@ def _class_name(config_path: Path) -> str | None:
         return None
 
 
-def _stage_done(folder: Path, config: LoopConfig) -> bool:
-    """A stage-1 folder whose recorded config equals ``config`` and whose model is saved (skip retraining)."""
+def _data_fingerprint(data) -> str | None:
+    """The built dataset's fingerprint (its manifest), or None when it has none."""
+    from ..data.hub import dataset_fingerprint
+
+    try:
+        return dataset_fingerprint(data)
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def _stage_done(folder: Path, config: LoopConfig, data) -> bool:
+    """A stage-1 folder trained on the same data with the same config, model saved: reuse it, do not retrain."""
     meta = folder / METADATA_NAME
     if not (meta.is_file() and (folder / "config.json").is_file()):
         return False
     try:
-        recorded = json.loads(meta.read_text()).get("config")
+        recorded = json.loads(meta.read_text())
     except json.JSONDecodeError:
         return False
-    return recorded == json.loads(json.dumps(run_metadata(config)["config"], default=str))
+    same_config = recorded.get("config") == json.loads(json.dumps(run_metadata(config)["config"], default=str))
+    return same_config and recorded.get("data_fingerprint") == _data_fingerprint(data)
 
 
 # --- tokenising the dataset once --------------------------------------------------------------------------
@@ -383,10 +402,9 @@ def load_or_tokenize(vqvae: MotionVQVAE, splits: dict[str, Any], stats, out_dir:
 
     On several processes the main one tokenises and writes the cache; the others wait and read it.
     """
-    from accelerate import PartialState
     from safetensors.torch import load_file, save_file
 
-    state = PartialState()
+    state = _process_state()
     fingerprint = _fingerprint(vqvae, stats, splits)
     path, info_path = out_dir / TOKENS_NAME, out_dir / TOKENS_INFO_NAME
 
@@ -409,11 +427,11 @@ def load_or_tokenize(vqvae: MotionVQVAE, splits: dict[str, Any], stats, out_dir:
         logger.info("tokenised %s into %s", {k: len(v) for k, v in splits.items()}, path)
     state.wait_for_everyone()
     tensors, info = load_file(path), json.loads(info_path.read_text())
-    return {
-        name: TokenizedSplit(tensors[f"{name}.codes"], tensors[f"{name}.mirror_codes"], tensors[f"{name}.lengths"],
-                             meta["captions"])  # fmt: skip
-        for name, meta in info["splits"].items()
-    }
+    splits_out = {}
+    for name, meta in info["splits"].items():
+        splits_out[name] = TokenizedSplit(tensors[f"{name}.codes"], tensors[f"{name}.mirror_codes"],
+                                          tensors[f"{name}.lengths"], meta["captions"])  # fmt: skip
+    return splits_out
 
 
 def cached_caption_embeddings(caption_set, tokenizer, text_encoder, path: Path, progress: bool = True) -> dict[str, torch.Tensor]:
@@ -421,11 +439,10 @@ def cached_caption_embeddings(caption_set, tokenizer, text_encoder, path: Path, 
 
     On several processes the main one embeds and writes the file; the others wait and read it.
     """
-    from accelerate import PartialState
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    state = PartialState()
+    state = _process_state()
     captions = sorted(set(caption_set))
     encoder_id = str(getattr(text_encoder, "name_or_path", "") or type(text_encoder).__name__)
     key = hashlib.sha256(json.dumps([encoder_id, captions]).encode()).hexdigest()
@@ -449,6 +466,20 @@ def cached_caption_embeddings(caption_set, tokenizer, text_encoder, path: Path, 
     return table if table is not None else read()
 
 
+def _check_gpt_checkpoints(out_dir: Path, resume: bool) -> None:
+    """Refuse to resume stage 2 from checkpoints trained on other tokens (the tokenizer or the data changed)."""
+    from .common import latest_checkpoint
+
+    current = json.loads((out_dir / TOKENS_INFO_NAME).read_text())["fingerprint"]
+    marker = out_dir / "checkpoints" / "tokens_fingerprint.txt"
+    if resume and latest_checkpoint(out_dir) is not None and marker.is_file() and marker.read_text().strip() != current:
+        raise ValueError(f"{out_dir / 'checkpoints'}: these GPT checkpoints were trained on other motion codes (the "
+                         "tokenizer or the data changed since); pass --no-resume (resume=False) to train stage 2 afresh")  # fmt: skip
+    if _process_state().is_main_process:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, current + "\n")
+
+
 # --- stage 2 data and loss --------------------------------------------------------------------------------
 class CodeSequences(torch.utils.data.Dataset):
     """Training items ``dict(codes [max_codes], length, caption)`` from a :class:`TokenizedSplit`.
@@ -459,7 +490,7 @@ class CodeSequences(torch.utils.data.Dataset):
     """
 
     def __init__(self, tokens: TokenizedSplit, pad_id: int, mirror_prob: float = 0.5, token_drop_prob: float = 1 / 3,
-                 min_codes: int = math.ceil(MIN_FRAMES / 4), seed: int = 0):  # fmt: skip
+                 min_codes: int = MIN_CODES, seed: int = 0):  # fmt: skip
         self.tokens, self.pad_id, self.mirror_prob, self.token_drop_prob = tokens, pad_id, mirror_prob, token_drop_prob
         self.min_codes, self.seed, self.epoch = min_codes, int(seed), 0
 
@@ -575,8 +606,6 @@ def train_t2m_gpt(
     Returns:
         The trained pipeline (EMA weights of the GPT), on the CPU.
     """
-    from accelerate import PartialState
-
     from ..data.hub import dataset_stats, load_express4d
     from ..data.torch import MotionDataset
     from ..text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size
@@ -597,7 +626,7 @@ def train_t2m_gpt(
             raise ValueError(f"{vqvae_dir}: the tokenizer was trained with other normalisation stats than {data or 'the procedural corpus'}'s; "
                              "train it on this data (`express4d train vqvae --data ...`) or drop --vqvae")  # fmt: skip
         vq_source = str(vqvae_dir)
-    elif resume and _stage_done(stage_dir, vq_config):
+    elif resume and _stage_done(stage_dir, vq_config, data):
         logger.info("t2m-gpt: reusing the finished stage 1 in %s", stage_dir)
         vqvae, _ = load_vqvae(stage_dir)
         vq_source = str(stage_dir)
@@ -607,17 +636,19 @@ def train_t2m_gpt(
     vq_seconds = time.perf_counter() - started
 
     # tokenise once, embed captions once
-    device = PartialState().device
+    device = _process_state().device
     train_clips = MotionDataset(splits["train"], stats, train=False)
     test_clips = MotionDataset(splits["test"], stats, train=False) if "test" in splits else None
     eval_splits = {"train": train_clips, **({"test": test_clips} if test_clips is not None and len(test_clips) else {})}
     tokens = load_or_tokenize(vqvae.to(device), eval_splits, stats, out_dir, gpt_config.tokenize_batch_size, progress)
+    _check_gpt_checkpoints(out_dir, resume)
     vqvae.to("cpu")
     tokenizer, encoder = text_encoder if text_encoder is not None else load_text_encoder(gpt_config.text_encoder)
     caption_set = {c for clip in tokens["train"].captions for c in clip}
     if gpt_config.mirror_prob > 0:
         caption_set |= {mirror_caption(c) for c in caption_set}
-    if "test" in tokens:
+    num_train_captions = len(caption_set)
+    if "test" in tokens:  # for the held-out loss only
         caption_set |= {clip[0] for clip in tokens["test"].captions}
     captions = CaptionTable(cached_caption_embeddings(caption_set, tokenizer, encoder, out_dir / CAPTIONS_NAME, progress))
 
@@ -629,7 +660,7 @@ def train_t2m_gpt(
     normalizer = MotionNormalizer.from_stats(stats)
     monitor = GPTMonitor(out_dir, gpt_config, tokens.get("test"), captions, vqvae, normalizer, tokenizer, encoder)
     logger.info("t2m-gpt: %d training sequences (+ mirrors), %d captions, %.2f M parameters", len(dataset),
-                len(caption_set), sum(p.numel() for p in gpt.parameters()) / 1e6)  # fmt: skip
+                num_train_captions, sum(p.numel() for p in gpt.parameters()) / 1e6)  # fmt: skip
     gpt_started = time.perf_counter()
     result = run_training(
         gpt, dataset, collate_codes, gpt_loss_fn(captions, gpt_config.corruption_prob), gpt_config.loop_config(), out_dir,
@@ -640,7 +671,7 @@ def train_t2m_gpt(
     pipe = Express4DT2MGPTPipeline(vqvae=vqvae.to("cpu").eval(), transformer=result.model.to("cpu").eval(),
                                    text_encoder=encoder.to("cpu"), tokenizer=tokenizer, normalizer=normalizer.to("cpu"))  # fmt: skip
 
-    if PartialState().is_main_process:
+    if _process_state().is_main_process:
         held_out = monitor.held_out(pipe.transformer)
         vq_meta = _read_json(Path(vq_source) / METADATA_NAME)
         recon = vq_meta.get("reconstruction_test") or (reconstruction_error(vqvae, test_clips) if test_clips is not None and len(test_clips) else None)
@@ -650,8 +681,8 @@ def train_t2m_gpt(
             "model_name": f"Express4D T2M-GPT baseline ({gpt_config.model_preset})",
             "preset": f"VQ-VAE {vq_config.model_preset if vqvae_dir is None else 'from ' + vq_source}, GPT {gpt_config.model_preset}",
             "text_encoder": gpt_config.text_encoder or f"sentence-transformers/{DEFAULT_TEXT_ENCODER}",
-            "training_data": f"{data_name}: {len(dataset)} training clips tokenised with their mirrors, {len(caption_set)} "
-            "distinct captions" + (" — the synthetic procedural corpus, not the real capture" if data is None else ""),
+            "training_data": f"{data_name}: {len(dataset)} training clips tokenised with their mirrors, {num_train_captions} "
+            "distinct training captions (mirrors included)" + (" — the synthetic procedural corpus, not the real capture" if data is None else ""),
             "training": _training_text(vq_config if vqvae_dir is None else None, vq_meta, gpt_config, final_loss, held_out),
             "reconstruction": f"MSE {recon['mse']:.4f}, L1 {recon['l1']:.4f} on {recon['clips']} test clips" if recon else "not measured",
             "hardware": run_metadata(gpt_config)["hardware"],
@@ -660,14 +691,14 @@ def train_t2m_gpt(
         _plot_curves(out_dir / "gpt_losses.jsonl", {"gpt_loss.png": ("T2M-GPT token cross-entropy", ["loss", "val_loss"])})
         write_json(out_dir / METADATA_NAME, run_metadata(
             {"vqvae": _config_dict(vq_config) if vqvae_dir is None else {"from": vq_source}, "gpt": _config_dict(gpt_config)},
-            data=data_name, train_clips=len(dataset), captions=len(caption_set), vqvae_seconds=round(vq_seconds, 1),
+            data=data_name, train_clips=len(dataset), captions=num_train_captions, vqvae_seconds=round(vq_seconds, 1),
             vqvae_samples_per_s=vq_meta.get("samples_per_s"), gpt_seconds=round(gpt_seconds, 1),
             gpt_loop_seconds=round(result.seconds, 1), gpt_samples_per_s=round(result.samples_per_s, 1),
             total_seconds=round(time.perf_counter() - started, 1), gpt_steps=result.step, final_loss=final_loss,
             held_out=held_out, reconstruction_test=recon, codebook=vqvae.codebook_usage(),
             parameters={"vqvae": sum(p.numel() for p in vqvae.parameters()), "gpt": sum(p.numel() for p in pipe.transformer.parameters())},
         ))  # fmt: skip
-    PartialState().wait_for_everyone()
+    _process_state().wait_for_everyone()
     return pipe
 
 
@@ -706,10 +737,7 @@ def _plot_curves(log_path: Path, figures: dict[str, tuple[str, list[str]]]) -> N
     for png, (title, keys) in figures.items():
         log = LossLog(log_path)
         log.records = [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in log.records if any(k in r for k in keys)]
-        if log.records:
-            present = [k for k in keys if any(k in r for r in log.records)]
-            log.records[-1] = {"step": log.records[-1]["step"], **{k: log.records[-1].get(k, float("nan")) for k in present}}
-            log.plot(log_path.parent / png, title)
+        log.plot(log_path.parent / png, title)
 
 
 # --- optional: score the trained pipeline --------------------------------------------------------------------
@@ -810,6 +838,8 @@ def _vq_config(args: argparse.Namespace, steps: int | None) -> VQVAETrainConfig:
 def _run_vqvae(args: argparse.Namespace) -> int:
     config = _vq_config(args, args.max_steps)
     vqvae = train_vqvae(args.data, args.out, config, progress=True, resume=not args.no_resume)
+    if not _process_state().is_main_process:
+        return 0
     meta = _read_json(Path(args.out) / METADATA_NAME)
     print(f"VQ-VAE saved to {args.out} ({config.max_steps} steps); codebook {vqvae.codebook_usage()}; "
           f"test reconstruction {meta.get('reconstruction_test')}")  # fmt: skip
@@ -827,15 +857,14 @@ def _run_t2m_gpt(args: argparse.Namespace) -> int:
     vq_steps = args.vqvae_steps if args.vqvae_steps is not None else args.max_steps
     pipe = train_t2m_gpt(args.data, args.out, _vq_config(args, vq_steps), gpt_config, vqvae_dir=args.vqvae,
                          progress=True, resume=not args.no_resume)  # fmt: skip
+    if not _process_state().is_main_process:
+        return 0
     print(f"T2M-GPT pipeline saved to {args.out} (GPT {gpt_config.max_steps} steps)")
     if args.evaluator:
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:
-            scores = score_pipeline(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed)
-            write_json(Path(args.out) / METRICS_NAME, scores)
-            pipe.card_data["metrics"] = metrics_markdown(scores)
-            save_pipeline_folder(pipe, Path(args.out))
-            print(pipe.card_data["metrics"])
+        scores = score_pipeline(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed)
+        write_json(Path(args.out) / METRICS_NAME, scores)
+        pipe.card_data["metrics"] = metrics_markdown(scores)
+        save_pipeline_folder(pipe, Path(args.out))
+        print(pipe.card_data["metrics"])
     print(f"training metadata: {Path(args.out) / METADATA_NAME}")
     return 0
