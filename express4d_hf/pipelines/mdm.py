@@ -17,8 +17,6 @@ steps instead of 1000, and the output is a :class:`~express4d_hf.FaceMotion` rea
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +28,7 @@ from ..models.mdm import MDMDenoiser
 from ..models.normalizer import MotionNormalizer
 from ..text import encode_prompts, load_text_encoder
 from .common import (
+    ModelCardMixin,
     MotionBatchOutput,
     MotionPipelineOutput,
     check_guidance_scale,
@@ -38,10 +37,7 @@ from .common import (
     resolve_num_frames,
     to_face_motions,
 )
-from .loading import write_model_card
 
-CARD_TEMPLATE = "model_card_mdm.md"
-CARD_DATA_FILE = "card_data.json"  # fields of the README kept next to it, so a re-save keeps them
 OUTPUT_TYPES = ("motion", "pt", "np", "latent")
 SCHEDULER_NAMES = ("ddpm", "ddim", "dpmsolver++")
 
@@ -74,7 +70,7 @@ def make_scheduler(name: str, config) -> Any:
     raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
 
 
-class Express4DMDMPipeline(DiffusionPipeline):
+class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
     """Generate ARKit facial motion from text with an MDM denoiser.
 
     >>> import torch
@@ -86,6 +82,7 @@ class Express4DMDMPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->denoiser"
+    CARD_TEMPLATE = "model_card_mdm.md"  # save_pretrained writes it as README.md (ModelCardMixin)
 
     def __init__(self, denoiser: MDMDenoiser, scheduler, text_encoder, tokenizer, normalizer: MotionNormalizer):
         super().__init__()
@@ -97,7 +94,6 @@ class Express4DMDMPipeline(DiffusionPipeline):
             tokenizer=tokenizer,
             normalizer=normalizer,
         )
-        self.card_data: dict[str, Any] = {}  # README fields set by the trainer / evaluation (see save_pretrained)
         self.set_progress_bar_config(leave=False)
 
     @classmethod
@@ -269,28 +265,7 @@ class Express4DMDMPipeline(DiffusionPipeline):
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(captions))]
         return self(list(captions), num_frames=list(num_frames), generator=generators, **kwargs).motions
 
-    # -- saving --------------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory, *args, model_card: dict[str, Any] | None = None, **kwargs) -> None:
-        """Save every component (diffusers layout) plus a model card ``README.md``.
-
-        ``model_card`` fields (e.g. ``metrics``, ``training_data``) update :attr:`card_data`; they are also
-        saved as ``card_data.json`` so that re-saving a loaded pipeline keeps them.
-        """
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if model_card:
-            self.card_data.update(model_card)
-        folder = Path(save_directory)
-        (folder / CARD_DATA_FILE).write_text(json.dumps(self.card_data, indent=2, default=str) + "\n")
-        write_model_card(folder, CARD_TEMPLATE, self.model_card_fields())
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> Express4DMDMPipeline:
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        card = Path(pretrained_model_name_or_path) / CARD_DATA_FILE
-        if card.is_file():
-            pipe.card_data = json.loads(card.read_text())
-        return pipe
-
+    # -- model card ------------------------------------------------------------------------------------
     def model_card_fields(self) -> dict[str, Any]:
         """Placeholders of ``hub_cards/model_card_mdm.md``: architecture from the config, the rest from card_data."""
         cfg = self.denoiser.config
@@ -306,6 +281,7 @@ class Express4DMDMPipeline(DiffusionPipeline):
                     if cfg.frames_per_token > 1
                     else ", one token per frame"
                 )
+                + (f", output smoothing (kernel {cfg.output_smoothing})" if cfg.output_smoothing else "")
                 + f"; {params / 1e6:.2f} M parameters"
             ),
             "text_encoder": type(self.text_encoder).__name__,

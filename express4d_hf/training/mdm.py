@@ -24,6 +24,7 @@ runs the same script on N processes.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -60,12 +61,9 @@ class MDMTrainConfig(LoopConfig):
     velocity_loss_weight: float = 0.0  # weight of MDM's velocity loss (MSE of frame-to-frame differences of x0)
     mirror_prob: float = 0.5  # probability of a left/right mirrored training sample (motion and caption)
     max_leading_offset: int = MAX_LEADING_OFFSET  # training samples lose a random 0..N leading frames
-    compile: bool = (
-        False  # torch.compile the denoiser (pays off on GPU; nn.Module.compile keeps checkpoint keys unchanged)
-    )
-    trim_padding: bool = (
-        True  # pad each batch to its longest clip (rounded up to 16 frames), not to 196: same loss, less compute
-    )
+    trim_padding: bool = True  # pad batches to their longest clip (rounded up to 16), not 196: same loss, less work
+    compile: bool = False  # torch.compile the denoiser (pays off on GPU); checkpoint keys stay the same
+    cpu_threads: int = 0  # torch threads when training on a CPU (0: torch's default, one per core)
     sample_every: int = 500  # steps between sample generations under out_dir/samples (0: never)
     num_samples: int = 3  # test captions generated at each sample step
     sample_scheduler: str = "ddim"  # sampler of those samples ("ddpm", "ddim" or "dpmsolver++")
@@ -74,11 +72,16 @@ class MDMTrainConfig(LoopConfig):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> MDMTrainConfig:
-        """``tiny``: a few minutes on a 2-core CPU; ``paper``: MDM's 8-layer, 512-wide denoiser, one GPU."""
+        """``tiny``: a few minutes on a 2-core CPU; ``paper``: MDM's 8-layer, 512-wide denoiser, one GPU.
+
+        ``tiny`` trains on one CPU thread: its small matrices gain little from a second one, and when anything
+        else runs on the machine, two threads per process fight over the cores and every step gets 5-10x
+        slower (measured on the 2-core development machine).
+        """
         presets = {
             "tiny": dict(
-                model_preset="tiny", max_steps=2000, batch_size=32, learning_rate=1e-3, warmup_steps=100,
-                weight_decay=0.0, ema_decay=0.995, checkpoint_every=500, log_every=20, sample_every=500,
+                model_preset="tiny", max_steps=1500, batch_size=32, learning_rate=1e-3, warmup_steps=100,
+                weight_decay=0.0, ema_decay=0.995, checkpoint_every=500, log_every=20, sample_every=500, cpu_threads=1,
             ),
             "paper": dict(
                 model_preset="paper", max_steps=100_000, batch_size=64, learning_rate=1e-4, warmup_steps=1000,
@@ -249,13 +252,25 @@ def train_mdm(
     Returns:
         The trained pipeline (EMA weights, DDPM training scheduler), on the CPU.
     """
+    config = config or MDMTrainConfig.preset("tiny")
+    threads = torch.get_num_threads()
+    if config.cpu_threads > 0 and not torch.cuda.is_available():
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _train_mdm(data, out_dir, config, text_encoder, progress, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_mdm(
+    data, out_dir, config: MDMTrainConfig, text_encoder, progress: bool, resume: bool
+) -> Express4DMDMPipeline:
     from accelerate import PartialState
 
     from ..data.hub import dataset_stats, load_express4d
     from ..data.torch import MotionDataset, collate_motion
     from ..text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size
 
-    config = config or MDMTrainConfig.preset("tiny")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -321,6 +336,12 @@ def train_mdm(
             samples_per_s=round(result.samples_per_s, 1), final_loss=final_loss,
             parameters=sum(p.numel() for p in denoiser.parameters()),
         )  # fmt: skip
+        previous = out_dir / METADATA_NAME
+        if previous.is_file():  # a resumed run: keep what the earlier run(s) measured
+            earlier = json.loads(previous.read_text())
+            metadata["earlier_runs"] = earlier.pop("earlier_runs", []) + [
+                {k: earlier.get(k) for k in ("created", "steps", "train_seconds", "loop_seconds", "samples_per_s")}
+            ]
         save_pipeline_folder(pipe, out_dir)
         write_json(out_dir / METADATA_NAME, metadata)
     PartialState().wait_for_everyone()
@@ -369,12 +390,17 @@ def score_pipeline(
     evaluator = TextMotionEvaluator.from_pretrained(evaluator_dir).eval()
     splits = load_express4d(data, progress=progress)
     test_clips, train_clips = clips_from_split(splits["test"]), clips_from_split(splits["train"])
-    pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
+    sampler = make_scheduler(scheduler, pipe.scheduler.config)  # a copy: the pipeline keeps its own scheduler
 
     def generate(captions: list[str], num_frames: list[int], call_seed: int):
-        return pipe.generate(captions, num_frames, call_seed, num_inference_steps=num_inference_steps,
-                             guidance_scale=guidance_scale)  # fmt: skip
+        saved = pipe.scheduler
+        pipe.scheduler = sampler
+        pipe.set_progress_bar_config(disable=True)
+        try:
+            return pipe.generate(captions, num_frames, call_seed, num_inference_steps=num_inference_steps,
+                                 guidance_scale=guidance_scale)  # fmt: skip
+        finally:
+            pipe.scheduler = saved
 
     kwargs = dict(replications=replications, seed=seed, progress=progress, batch_size=256)
     model_result = evaluate_generator(generate, test_clips, evaluator, **kwargs)
@@ -425,6 +451,8 @@ def add_train_command(subparsers) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     config = MDMTrainConfig.preset(args.preset, seed=args.seed, text_encoder=args.text_encoder, compile=args.compile)
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
@@ -433,18 +461,16 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         config = config.with_max_steps(args.max_steps)
     pipe = train_mdm(args.data, args.out, config, progress=True, resume=not args.no_resume)
-    metadata_path = Path(args.out) / METADATA_NAME
-    print(f"MDM pipeline saved to {args.out} ({config.max_steps} steps)")
+    if not PartialState().is_main_process:  # the other processes of `accelerate launch` are done
+        return 0
+    metadata = json.loads((Path(args.out) / METADATA_NAME).read_text())
+    print(f"MDM pipeline saved to {args.out}: {config.max_steps} steps in {metadata['train_seconds']:.0f} s "
+          f"({metadata['samples_per_s']:.0f} samples/s, {metadata['hardware']})")  # fmt: skip
     if args.evaluator:
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:
-            scores = score_pipeline(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed,
-                                    guidance_scale=config.guidance_scale)  # fmt: skip
-            write_json(Path(args.out) / METRICS_NAME, scores)
-            pipe.card_data["metrics"] = metrics_markdown(scores)
-            save_pipeline_folder(pipe, Path(args.out))
-            print(pipe.card_data["metrics"])
-    if metadata_path.exists():
-        print(f"training metadata: {metadata_path}")
+        scores = score_pipeline(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed,
+                                guidance_scale=config.guidance_scale, progress=True)  # fmt: skip
+        write_json(Path(args.out) / METRICS_NAME, scores)
+        pipe.card_data["metrics"] = metrics_markdown(scores)
+        save_pipeline_folder(pipe, Path(args.out))
+        print(pipe.card_data["metrics"])
     return 0
