@@ -40,7 +40,7 @@ from ..constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
 from ..models.mdm import MDM_PRESETS, MDMDenoiser
 from ..models.normalizer import MotionNormalizer
 from ..pipelines.mdm import Express4DMDMPipeline, default_scheduler, make_scheduler
-from .common import LoopConfig, embed_caption_set, run_metadata, run_training, write_json
+from .common import LoopConfig, embed_caption_set, run_metadata, run_training, score_against_control, scores_markdown, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -380,16 +380,8 @@ def score_pipeline(
     """Benchmark metrics of ``pipe`` on the test split, next to a text-blind control (same protocol).
 
     A quick check, not the published protocol (that is 20 replications, ``express4d evaluate``): it runs
-    ``replications`` replications and returns ``{"mdm": EvaluationResult.to_dict(), "text_blind": ..., "protocol": ...}``.
+    ``replications`` replications and returns ``{"model": EvaluationResult.to_dict(), "text_blind": ..., "protocol": ...}``.
     """
-    from ..data.hub import load_express4d
-    from ..evaluation.protocol import evaluate_generator, text_blind_generator
-    from ..models.evaluator import TextMotionEvaluator
-    from .evaluator import clips_from_split
-
-    evaluator = TextMotionEvaluator.from_pretrained(evaluator_dir).eval()
-    splits = load_express4d(data, progress=progress)
-    test_clips, train_clips = clips_from_split(splits["test"]), clips_from_split(splits["train"])
     sampler = make_scheduler(scheduler, pipe.scheduler.config)  # a copy: the pipeline keeps its own scheduler
 
     def generate(captions: list[str], num_frames: list[int], call_seed: int):
@@ -402,27 +394,14 @@ def score_pipeline(
         finally:
             pipe.scheduler = saved
 
-    kwargs = dict(replications=replications, seed=seed, progress=progress, batch_size=256)
-    model_result = evaluate_generator(generate, test_clips, evaluator, **kwargs)
-    blind_result = evaluate_generator(text_blind_generator(train_clips, seed=seed), test_clips, evaluator, **kwargs)
-    return {
-        "mdm": model_result.to_dict(),
-        "text_blind": blind_result.to_dict(),
-        "protocol": {"replications": replications, "scheduler": scheduler, "num_inference_steps": num_inference_steps,
-                     "guidance_scale": guidance_scale, "evaluator": str(evaluator_dir), "test_clips": len(test_clips)},
-    }  # fmt: skip
+    protocol = {"scheduler": scheduler, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+    return score_against_control(generate, evaluator_dir, data, replications, seed, progress, protocol)
 
 
 def metrics_markdown(scores: dict[str, Any]) -> str:
     """The card's Evaluation section from :func:`score_pipeline` output."""
-    from ..evaluation.protocol import EvaluationResult, format_results_table
-
-    rows = {"MDM (this model)": EvaluationResult.from_dict(scores["mdm"]),
-            "Text-blind control (random training clip)": EvaluationResult.from_dict(scores["text_blind"])}  # fmt: skip
     p = scores["protocol"]
-    return (format_results_table(rows) + f"\n\n{p['test_clips']} test clips, {p['replications']} replications "
-            f"(mean ± 95% interval), {p['scheduler']} {p['num_inference_steps']} steps, guidance {p['guidance_scale']}, "
-            "AITS = seconds per generated clip. A quick check after training; the published protocol uses 20 replications.")  # fmt: skip
+    return scores_markdown(scores, "MDM", f"{p['scheduler']} {p['num_inference_steps']} steps, guidance {p['guidance_scale']}")
 
 
 # --- command line --------------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ from ..livelink import atomic_write_text
 from ..models.normalizer import MotionNormalizer
 from ..models.t2m_gpt import GPT_PRESETS, MIN_CODES, T2MGPT, VQVAE_PRESETS, MotionVQVAE
 from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
-from .common import LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, write_json
+from .common import (
+    LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, score_against_control, scores_markdown, write_json,
+)
 from .mdm import CaptionTable, save_pipeline_folder
 
 logger = logging.getLogger(__name__)
@@ -752,41 +754,20 @@ def score_pipeline(
 ) -> dict[str, Any]:
     """Benchmark metrics of ``pipe`` on the test split next to a text-blind control (same protocol, few replications).
 
-    Returns ``{"t2m_gpt": EvaluationResult.to_dict(), "text_blind": ..., "protocol": ...}``; ``sampling`` keyword
+    Returns ``{"model": EvaluationResult.to_dict(), "text_blind": ..., "protocol": ...}``; ``sampling`` keyword
     arguments (temperature, top_k, top_p) go to the pipeline.
     """
-    from ..data.hub import load_express4d
-    from ..evaluation.protocol import evaluate_generator, text_blind_generator
-    from ..models.evaluator import TextMotionEvaluator
-    from .evaluator import clips_from_split
-
-    evaluator = TextMotionEvaluator.from_pretrained(evaluator_dir).eval()
-    splits = load_express4d(data, progress=progress)
-    test_clips, train_clips = clips_from_split(splits["test"]), clips_from_split(splits["train"])
     pipe.set_progress_bar_config(disable=True)
 
     def generate(captions: list[str], num_frames: list[int], call_seed: int):
         return pipe.generate(captions, num_frames, call_seed, **sampling)
 
-    kwargs = dict(replications=replications, seed=seed, progress=progress, batch_size=256)
-    return {
-        "t2m_gpt": evaluate_generator(generate, test_clips, evaluator, **kwargs).to_dict(),
-        "text_blind": evaluate_generator(text_blind_generator(train_clips, seed=seed), test_clips, evaluator, **kwargs).to_dict(),
-        "protocol": {"replications": replications, "sampling": sampling, "evaluator": str(evaluator_dir),
-                     "test_clips": len(test_clips)},
-    }  # fmt: skip
+    return score_against_control(generate, evaluator_dir, data, replications, seed, progress, {"sampling": sampling})
 
 
 def metrics_markdown(scores: dict[str, Any]) -> str:
     """The card's Evaluation section from :func:`score_pipeline` output."""
-    from ..evaluation.protocol import EvaluationResult, format_results_table
-
-    rows = {"T2M-GPT (this model)": EvaluationResult.from_dict(scores["t2m_gpt"]),
-            "Text-blind control (random training clip)": EvaluationResult.from_dict(scores["text_blind"])}  # fmt: skip
-    p = scores["protocol"]
-    return (format_results_table(rows) + f"\n\n{p['test_clips']} test clips, {p['replications']} replications "
-            f"(mean ± 95% interval), sampling {p['sampling'] or 'temperature 1'}, AITS = seconds per generated clip. "
-            "A quick check after training; the published protocol uses 20 replications.")  # fmt: skip
+    return scores_markdown(scores, "T2M-GPT", f"sampling {scores['protocol']['sampling'] or 'temperature 1'}")
 
 
 # --- command line --------------------------------------------------------------------------------------------
