@@ -91,6 +91,21 @@ def time_fast_sampling(pipe, args: argparse.Namespace, device: torch.device, rep
     return rows
 
 
+def time_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """Seconds of ``warmup`` untimed-for-throughput calls of ``step`` and of ``steps`` timed calls."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    sync(device)
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return warm, time.perf_counter() - start
+
+
 def synthetic_batch(batch: int, frames: int, text_dim: int, device: torch.device, seed: int = 0):
     from express4d_hf.training.mdm import CaptionTable
 
@@ -137,17 +152,7 @@ def time_training(args: argparse.Namespace, device: torch.device, optimised: boo
         optimizer.zero_grad(set_to_none=True)
 
     warmup, steps = (2, 5) if args.quick else (5, 30)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    sync(device)
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    seconds = time.perf_counter() - start
+    warm, seconds = time_steps(step, warmup, steps, device)
     label = "optimised" if optimised else "plain eager fp32"
     parts = [p for p, on in (("bf16", use_bf16), ("fused AdamW", fused), ("torch.compile", use_compile)) if on]
     if optimised and not fused:

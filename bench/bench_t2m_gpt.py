@@ -33,11 +33,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_mdm: the MDM side of the comparison
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from bench_mdm import sync, time_steps  # noqa: E402  (shared timing helpers)
 
 
 def build_t2m_gpt(args: argparse.Namespace, device: torch.device, text_encoder=None):
@@ -94,20 +90,6 @@ def _optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=device.type == "cuda")
 
 
-def _time_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    sync(device)
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return warm, time.perf_counter() - start
-
-
 def time_training(args: argparse.Namespace, device: torch.device, text_dim: int) -> list[dict[str, Any]]:
     """Samples/s of both stages' losses on synthetic batches, with run_training's precision settings."""
     from express4d_hf.constants import MAX_FRAMES
@@ -135,7 +117,7 @@ def time_training(args: argparse.Namespace, device: torch.device, text_dim: int)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    warm, seconds = _time_steps(vq_step, warmup, steps, device)
+    warm, seconds = time_steps(vq_step, warmup, steps, device)
     rows.append({"stage": "1: VQ-VAE", "batch": f"{vq_config.batch_size} x {window} frames", "precision": "bf16" if bf16 else "fp32",
                  "warmup_s": warm, "samples_per_s": vq_config.batch_size * steps / seconds})  # fmt: skip
 
@@ -158,7 +140,7 @@ def time_training(args: argparse.Namespace, device: torch.device, text_dim: int)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    warm, seconds = _time_steps(gpt_step, warmup, steps, device)
+    warm, seconds = time_steps(gpt_step, warmup, steps, device)
     rows.append({"stage": "2: GPT", "batch": f"{size} sequences of <= {max_codes} codes", "precision": "bf16" if bf16 else "fp32",
                  "warmup_s": warm, "samples_per_s": size * steps / seconds})  # fmt: skip
     return rows

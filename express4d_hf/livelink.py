@@ -263,6 +263,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``; an existing ``out`` is moved aside first, restored if the
+    rename fails, and deleted after, so ``out`` is never half-written."""
+    import shutil
+    import uuid
+
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 # --- reading ---------------------------------------------------------------------------------------
 _NP_FLOAT_REPR = re.compile(r"(?:np|numpy)\.float(?:16|32|64)?\(([^()]*)\)")
 _NON_TAKE_CSVS = {"frame_log.csv"}

@@ -36,7 +36,7 @@ import numpy as np
 from .. import __version__
 from ..arkit import CHANNELS, NUM_CHANNELS
 from ..constants import TRAIN_FPS
-from ..livelink import FaceMotion, LiveLinkFormatError, atomic_write_text
+from ..livelink import FaceMotion, LiveLinkFormatError, atomic_write_text, replace_folder
 from .release import SPLITS, Release, ReleaseFormatError, Take, is_release_dir, load_motion_arrays, read_release
 from .stats import NormStats
 
@@ -410,20 +410,9 @@ def build_dataset(
 
 def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is replaced only with ``overwrite``."""
-    old = None
-    if out_dir.exists():
-        if not overwrite:
-            raise DatasetExistsError(f"{out_dir}: appeared while building; pass overwrite=True to replace it")
-        old = out_dir.parent / f".{out_dir.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except OSError:
-        if old is not None:
-            os.rename(old, out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists() and not overwrite:
+        raise DatasetExistsError(f"{out_dir}: appeared while building; pass overwrite=True to replace it")
+    replace_folder(tmp, out_dir)
 
 
 # --- resolving and loading --------------------------------------------------------------------------

@@ -56,7 +56,7 @@ import numpy as np
 
 from ..arkit import CHANNEL_INDEX, CHANNELS, NUM_CHANNELS
 from ..constants import CAPTURE_FPS
-from ..livelink import FaceMotion, atomic_write_text, format_timecode
+from ..livelink import FaceMotion, atomic_write_text, format_timecode, replace_folder
 
 __all__ = [
     "BASE_PRIMITIVES",
@@ -1156,7 +1156,7 @@ def synthesize_release(
             train_pct=round(100 * (1 - test_fraction)), test_pct=round(100 * test_fraction),
         )  # fmt: skip
         atomic_write_text(tmp / "README.txt", readme)
-        _swap_into_place(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         _WORKER_STATE.clear()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1203,17 +1203,3 @@ def _check_replaceable(out: Path) -> None:
     )
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an old ``out`` is moved aside first and deleted after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
