@@ -72,23 +72,39 @@ def time_sampler(pipe, name: str, steps: int, batch: int, frames: int, repeats: 
             "seconds_per_batch": seconds, "aits_s": seconds / batch}  # fmt: skip
 
 
-def time_fast_sampling(pipe, args: argparse.Namespace, device: torch.device, repeats: int) -> list[dict[str, Any]]:
-    """50-step DDIM / DPM-Solver++ with the denoiser in bf16 and compiled into CUDA graphs.
+def time_fast_sampling(pipe, args: argparse.Namespace, samplers, device: torch.device, repeats: int) -> list[dict[str, Any]]:
+    """The pipeline's fast path (``enable_fast_sampling``): bf16 denoiser, whole sampling loop as one CUDA graph.
 
-    ``reduce-overhead`` replays each denoiser call as one CUDA graph: at batch 1 the eager sampler is bound
-    by kernel launches (thousands per clip), not by arithmetic. Each (batch, frames) shape is recorded
-    once in an untimed warm-up call.
+    At batch 1 the eager sampler is bound by kernel launches (thousands per clip), not by arithmetic: replaying
+    the recorded loop removes them. Each shape is recorded once in an untimed warm-up call; with ``compile``
+    the denoiser is also ``torch.compile``d (fused kernels), which costs about a minute per shape once.
     """
-    pipe.denoiser.to(torch.bfloat16)
-    pipe.denoiser.compile(mode="reduce-overhead", dynamic=False)
     rows = []
-    with torch.inference_mode():
-        for name in ("ddim", "dpmsolver++"):
+    for compile_denoiser in (False, True):
+        pipe.enable_fast_sampling(compile=compile_denoiser)
+        for name, steps in samplers:
             for batch in args.batch_sizes:
-                time_sampler(pipe, name, 50, batch, args.frames, 1, 3, device)  # compile + record the graphs
-                rows.append(time_sampler(pipe, name, 50, batch, args.frames, repeats, None, device))
+                time_sampler(pipe, name, steps, batch, args.frames, 1, None, device)  # record (and compile)
+                row = time_sampler(pipe, name, steps, batch, args.frames, repeats, None, device)
+                rows.append({**row, "mode": "bf16 + torch.compile + CUDA graph" if compile_denoiser else "bf16 + CUDA graph"})
+        pipe.disable_fast_sampling()
     pipe.denoiser.to(torch.float32)
     return rows
+
+
+def table(rows: list[dict[str, Any]], samplers, batch_sizes: list[int], title: str) -> str:
+    """Markdown: one line per (sampler, steps), one column per batch size."""
+    names = {"ddpm": "DDPM", "ddim": "DDIM", "dpmsolver++": "DPM-Solver++"}
+    lines = [f"| {title} | steps | " + " | ".join(f"AITS batch {b} (s/clip)" for b in batch_sizes) + " |",
+             "|---|---|" + "---|" * len(batch_sizes)]  # fmt: skip
+    for name, steps in samplers:
+        cells = []
+        for batch in batch_sizes:
+            row = next(r for r in rows if r["sampler"] == name and r["steps"] == steps and r["batch"] == batch)
+            note = f" (from {row['timed_steps']} steps)" if row["timed_steps"] != steps else ""
+            cells.append(f"{row['aits_s']:.4f}{note}")
+        lines.append(f"| {names[name]} | {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def time_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
@@ -172,9 +188,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="torch.compile in the optimised training loop (auto: on GPU only)")  # fmt: skip
+    parser.add_argument("--few-steps", type=int, nargs="*", default=[12],
+                        help="also time DPM-Solver++ with these step counts (default 12)")  # fmt: skip
     parser.add_argument("--skip-training", action="store_true", help="only time sampling")
     parser.add_argument("--no-fast-sampling", action="store_true",
-                        help="skip the bf16 + CUDA-graph sampling rows (GPU only; they compile for a minute)")  # fmt: skip
+                        help="skip the pipeline's fast-sampling rows (GPU only; the compiled ones take minutes)")  # fmt: skip
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -193,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.frames} frames per clip, guidance 2.5 (batched CFG)\n")  # fmt: skip
 
     samplers = [("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 50)]
+    samplers += [("dpmsolver++", n) for n in args.few_steps if n != 50]
     repeats = 1 if args.quick else 3
     sampling = []
     with torch.inference_mode():
@@ -200,27 +219,15 @@ def main(argv: list[str] | None = None) -> dict:
             for batch in args.batch_sizes:
                 timed = 50 if (args.quick and steps > 50) else None
                 sampling.append(time_sampler(pipe, name, steps, batch, args.frames, repeats, timed, device))
-    names = {"ddpm": "DDPM", "ddim": "DDIM", "dpmsolver++": "DPM-Solver++"}
-    header = "| sampler | steps | " + " | ".join(f"AITS batch {b} (s/clip)" for b in args.batch_sizes) + " |"
-    lines = [header, "|" + "---|" * (2 + len(args.batch_sizes))]
-    for name, steps in samplers:
-        cells = []
-        for batch in args.batch_sizes:
-            row = next(r for r in sampling if r["sampler"] == name and r["batch"] == batch)
-            note = f" (from {row['timed_steps']} steps)" if row["timed_steps"] != steps else ""
-            cells.append(f"{row['aits_s']:.4f}{note}")
-        lines.append(f"| {names[name]} | {steps} | " + " | ".join(cells) + " |")
-    print("\n".join(lines))
+    print(table(sampling, samplers, args.batch_sizes, f"sampler ({'fp32 eager' if device.type == 'cpu' else 'fp32 eager, GPU'})"))
 
     fast = []
     if device.type == "cuda" and not args.no_fast_sampling:
-        fast = time_fast_sampling(pipe, args, device, repeats)
-        print("\n| fast sampling: bf16 denoiser + CUDA graphs (torch.compile reduce-overhead) | steps | "
-              + " | ".join(f"AITS batch {b} (s/clip)" for b in args.batch_sizes) + " |")  # fmt: skip
-        print("|---|---|" + "---|" * len(args.batch_sizes))
-        for name in ("ddim", "dpmsolver++"):
-            cells = [f"{next(r for r in fast if r['sampler'] == name and r['batch'] == b)['aits_s']:.4f}" for b in args.batch_sizes]
-            print(f"| {names[name]} | 50 | " + " | ".join(cells) + " |")
+        fast_samplers = [s for s in samplers if s[0] != "ddpm"]
+        with torch.inference_mode():
+            fast = time_fast_sampling(pipe, args, fast_samplers, device, repeats)
+        for mode in ("bf16 + CUDA graph", "bf16 + torch.compile + CUDA graph"):
+            print("\n" + table([r for r in fast if r["mode"] == mode], fast_samplers, args.batch_sizes, f"fast sampling: {mode}"))
 
     training = []
     if not args.skip_training:

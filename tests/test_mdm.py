@@ -19,7 +19,7 @@ from express4d_hf.models.mdm import MDMDenoiser
 from express4d_hf.models.normalizer import MotionNormalizer
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
 from express4d_hf.pipelines.loading import PipelineLoadError, load_pipeline
-from express4d_hf.pipelines.mdm import Express4DMDMPipeline, make_scheduler
+from express4d_hf.pipelines.mdm import Express4DMDMPipeline, is_deterministic, make_scheduler
 from express4d_hf.text import load_text_encoder
 
 TINY = dict(num_layers=2, hidden_size=64, ff_size=128, num_heads=4)
@@ -165,6 +165,70 @@ def test_scheduler_swap(text_encoder, name):
     cls = DDIMScheduler if name == "ddim" else DPMSolverMultistepScheduler
     pipe.scheduler = cls.from_config(pipe.scheduler.config)
     assert np.isfinite(pipe(PROMPTS[0], num_frames=25, num_inference_steps=5).motions[0].values).all()
+
+
+def test_deterministic_schedulers_are_the_replayable_ones(pipe):
+    config = pipe.scheduler.config
+    assert not is_deterministic(make_scheduler("ddpm", config))  # draws noise every step
+    assert is_deterministic(make_scheduler("ddim", config))
+    assert is_deterministic(make_scheduler("dpmsolver++", config))
+    assert not is_deterministic(DPMSolverMultistepScheduler.from_config(config, algorithm_type="sde-dpmsolver++"))
+
+
+@pytest.mark.parametrize("guidance", [2.5, 1.0])
+def test_full_length_padding_of_recorded_loops_leaves_clips_unchanged(text_encoder, monkeypatch, guidance):
+    """A recorded (CUDA-graph) loop always runs at the model's full length; the valid frames must not change."""
+    pipe = make_pipe(text_encoder)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    kwargs = dict(num_frames=[40, 25], num_inference_steps=4, guidance_scale=guidance, output_type="pt")
+    eager = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs)
+    seen = []
+
+    def replay_without_graph(steps, guidance_scale, **inputs):  # the recorded loop's computation, on the CPU
+        seen.append(inputs["latents"].shape)
+        return pipe._denoise(guidance=torch.tensor(guidance_scale), progress=False, **inputs)
+
+    monkeypatch.setattr(pipe, "_replays", lambda device: True)
+    monkeypatch.setattr(pipe, "_replay", replay_without_graph)
+    padded = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs)
+    assert seen == [(2, pipe.denoiser.config.max_frames, 61)]
+    assert padded.motions.shape == eager.motions.shape == (2, 40, 61)
+    torch.testing.assert_close(padded.motions, eager.motions, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_sampling_on_cpu_keeps_float32_and_results(text_encoder):
+    pipe = make_pipe(text_encoder)
+    pipe.scheduler = make_scheduler("dpmsolver++", pipe.scheduler.config)
+    before = pipe(PROMPTS[0], num_frames=30, num_inference_steps=4, generator=gen(3), output_type="pt").motions
+    pipe.enable_fast_sampling()  # no CUDA here: nothing to record, the dtype stays
+    assert pipe.denoiser.dtype == torch.float32
+    after = pipe(PROMPTS[0], num_frames=30, num_inference_steps=4, generator=gen(3), output_type="pt").motions
+    torch.testing.assert_close(after, before)
+    pipe.disable_fast_sampling()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("name", ["ddim", "dpmsolver++"])
+def test_cuda_graph_replay_matches_the_eager_loop(text_encoder, name):
+    pipe = make_pipe(text_encoder).to("cuda")
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+    kwargs = dict(num_frames=[60, 33], num_inference_steps=8, output_type="pt")
+    eager = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions
+    pipe.enable_fast_sampling(dtype=torch.float32)
+    first = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions  # records
+    again = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions  # replays
+    other = pipe(PROMPTS, generator=[gen(5), gen(6)], guidance_scale=4.0, **kwargs).motions  # new inputs, same graph
+    assert len(pipe._recorded_loops) == 1
+    torch.testing.assert_close(first, eager, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(again, first)
+    assert not torch.allclose(other, first)
+    pipe.disable_fast_sampling()
+    reference = pipe(PROMPTS, generator=[gen(5), gen(6)], guidance_scale=4.0, **kwargs).motions
+    torch.testing.assert_close(other, reference, atol=2e-3, rtol=2e-3)
+    pipe.enable_fast_sampling()  # bf16
+    assert pipe.denoiser.dtype == torch.bfloat16
+    fast = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions
+    assert torch.isfinite(fast).all() and (fast - eager).abs().mean() < 0.05 * eager.abs().mean()
 
 
 def test_validation_errors(pipe):

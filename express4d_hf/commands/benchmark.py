@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                         help="also compute Multimodality (default: on in paper, off in tiny)")  # fmt: skip
     parser.add_argument("--sampler", choices=["ddim", "dpmsolver++"], default=None, help="fast MDM sampler (default ddim)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps of the fast MDM row (default 50)")
+    parser.add_argument("--fast-sampling", action=argparse.BooleanOptionalAction, default=None,
+                        help="on a GPU, sample MDM in bf16 with replayed CUDA graphs (default: on)")  # fmt: skip
     parser.add_argument("--max-steps", action="append", default=[], metavar="STAGE=N",
                         help="override training steps of a stage (evaluator, mdm, vqvae, gpt); repeatable")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(
         replications=args.replications, models=models, fast_sampler=args.sampler, fast_steps=args.steps,
         seed=args.seed, max_steps=_parse_steps(args.max_steps),
-        full_ddpm=args.full_ddpm, multimodality=args.multimodality,
+        full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling,
     )  # fmt: skip
     config = BenchmarkConfig.preset_config(args.preset, **overrides)
     if max_clips is not None:

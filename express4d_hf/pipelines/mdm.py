@@ -13,15 +13,23 @@ Components (each saved in its own sub-folder by ``save_pretrained`` and reloaded
 Unlike the official code, a free-text prompt gets the length you ask for (``num_frames`` or ``duration_s``,
 per prompt, mixed in one batch), frames past it are removed, sampling can use 20-50 DDIM/DPM-Solver++
 steps instead of 1000, and the output is a :class:`~express4d_hf.FaceMotion` ready for CSV export.
+
+On a GPU, :meth:`Express4DMDMPipeline.enable_fast_sampling` casts the denoiser to bf16 and records the whole
+deterministic sampling loop (every denoiser call and scheduler step) as one CUDA graph per batch shape,
+replayed on later calls: at batch 1 the eager loop is bound by thousands of kernel launches, not arithmetic.
 """
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
+from torch.nn import functional as F
 
 from ..constants import MAX_FRAMES
 from ..models.mdm import MDMDenoiser
@@ -40,6 +48,7 @@ from .common import (
 
 OUTPUT_TYPES = ("motion", "pt", "np", "latent")
 SCHEDULER_NAMES = ("ddpm", "ddim", "dpmsolver++")
+MAX_CACHED_GRAPHS = 8  # recorded sampling loops kept per pipeline (one per batch size / steps / scheduler)
 
 
 def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
@@ -70,6 +79,27 @@ def make_scheduler(name: str, config) -> Any:
     raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
 
 
+def is_deterministic(scheduler) -> bool:
+    """True when ``scheduler.step`` draws no noise (as the pipeline calls it), so a recorded loop replays exactly.
+
+    DDIM (eta 0) and the ODE variants of DPM-Solver / UniPC qualify; DDPM's ancestral sampler and SDE solvers
+    draw fresh noise every step and run eagerly.
+    """
+    name = type(scheduler).__name__
+    if name == "DPMSolverMultistepScheduler":
+        return "sde" not in scheduler.config.algorithm_type
+    return name in ("DDIMScheduler", "UniPCMultistepScheduler")
+
+
+@dataclass
+class _RecordedLoop:
+    """One sampling loop captured as a CUDA graph: copy new inputs into ``inputs``, replay, read ``output``."""
+
+    graph: Any  # torch.cuda.CUDAGraph
+    inputs: dict[str, torch.Tensor]  # static input buffers: latents, states, drop, mask, guidance
+    output: torch.Tensor  # the final latents, overwritten by every replay
+
+
 class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
     """Generate ARKit facial motion from text with an MDM denoiser.
 
@@ -95,6 +125,46 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             normalizer=normalizer,
         )
         self.set_progress_bar_config(leave=False)
+        self._fast_sampling = False  # enable_fast_sampling(): replay recorded CUDA graphs
+        self._recorded_loops: OrderedDict[tuple, _RecordedLoop] = OrderedDict()
+
+    # -- fast sampling -----------------------------------------------------------------------------------
+    def enable_fast_sampling(self, dtype: torch.dtype | None = None, compile: bool = False) -> Express4DMDMPipeline:
+        """Sample fast on a GPU: a bf16 denoiser and the whole sampling loop replayed as one CUDA graph.
+
+        Call it after moving the pipeline to its device (``pipe.to("cuda").enable_fast_sampling()``).
+        With a deterministic scheduler (DDIM, DPM-Solver++; see :func:`is_deterministic`) on CUDA, the first
+        call of each shape (batch size, steps, scheduler) runs the loop once and records it; later calls copy
+        their noise and text into the recording and replay it. Clips are then padded to the model's full
+        length (196 frames) so that one recording serves every mix of lengths; the key-padding mask keeps
+        each clip's result independent of the padding. Stochastic samplers (DDPM) run eagerly, in ``dtype``.
+
+        Args:
+            dtype: the denoiser's dtype; default bf16 on CUDA (where supported), unchanged elsewhere.
+            compile: also ``torch.compile`` the denoiser (fused kernels; the first call per shape compiles
+                for about a minute).
+        """
+        device = self._execution_device
+        if dtype is None and device.type == "cuda" and torch.cuda.is_bf16_supported():
+            dtype = torch.bfloat16
+        if dtype is not None:
+            self.denoiser.to(dtype)
+        if compile:
+            self.denoiser.compile(dynamic=False)
+        self._fast_sampling = True
+        self._recorded_loops.clear()
+        return self
+
+    def disable_fast_sampling(self) -> Express4DMDMPipeline:
+        """Back to the eager loop: frees the recorded graphs and drops the compiled denoiser (its dtype stays:
+        ``pipe.to(torch.float32)`` casts back)."""
+        self._fast_sampling = False
+        self.denoiser._compiled_call_impl = None  # undo nn.Module.compile
+        self._recorded_loops.clear()
+        return self
+
+    def _replays(self, device: torch.device) -> bool:
+        return self._fast_sampling and device.type == "cuda" and is_deterministic(self.scheduler)
 
     @classmethod
     def from_components(
@@ -190,7 +260,10 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         captions = [p for p in prompts for _ in range(repeat)]
         lengths = [n for n in lengths for _ in range(repeat)]
         batch, frames, channels = len(captions), max(lengths), self.denoiser.config.num_channels
-        mask = lengths_mask(lengths, frames, device=device)
+        full_frames = max(frames, self.denoiser.config.max_frames)
+        replay = self._replays(device)
+        run_frames = full_frames if replay else frames  # a recorded loop has one shape: the model's full length
+        mask = lengths_mask(lengths, run_frames, device=device)
 
         cond = self.encode_text(prompts).repeat_interleave(repeat, dim=0)
         uncond = (
@@ -212,30 +285,24 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         if latents is None:
             # Drawn at the model's full length, then cropped: a clip's starting noise does not depend on
             # the longest clip of its batch (with one generator per clip it does not depend on the batch at all).
-            full = (batch, max(frames, self.denoiser.config.max_frames), channels)
-            latents = randn_tensor(full, generator=generator, device=device, dtype=torch.float32)[:, :frames]
+            latents = randn_tensor((batch, full_frames, channels), generator=generator, device=device,
+                                   dtype=torch.float32)[:, :run_frames]  # fmt: skip
         else:
             if tuple(latents.shape) != shape:
                 raise ValueError(
                     f"`latents` must have shape {shape} (motions, longest length, channels), got {tuple(latents.shape)}"
                 )
-            latents = latents.to(device=device, dtype=torch.float32)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+            latents = F.pad(latents.to(device=device, dtype=torch.float32), (0, 0, 0, run_frames - frames))
+        # Host-side timesteps: the schedulers' bookkeeping (step index, alphas) then needs no GPU round trip.
+        self.scheduler.set_timesteps(num_inference_steps)
         latents = latents * self.scheduler.init_noise_sigma
-        step_kwargs = {"generator": generator} if "generator" in _step_parameters(self.scheduler) else {}
-
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = self.scheduler.scale_model_input(latents, t)
-            if branch_states.shape[0] != batch:
-                model_input = torch.cat([model_input, model_input])
-            x0 = self.denoiser(
-                model_input, t.to(device).expand(model_input.shape[0]), branch_states, frame_mask=branch_mask,
-                cond_drop_mask=branch_drop,
-            ).float()  # fmt: skip
-            if branch_states.shape[0] != batch:
-                x0_cond, x0_uncond = x0.chunk(2)
-                x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
-            latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
+        inputs = dict(latents=latents, states=branch_states, drop=branch_drop, mask=branch_mask)
+        if replay:
+            latents = self._replay(num_inference_steps, guidance_scale, **inputs)
+        else:
+            step_kwargs = {"generator": generator} if "generator" in _step_parameters(self.scheduler) else {}
+            latents = self._denoise(guidance=guidance_scale, step_kwargs=step_kwargs, **inputs)
+        latents, mask = latents[:, :frames], mask[:, :frames]
 
         keep = mask[..., None].to(latents.dtype)
         normalised = latents * keep
@@ -254,6 +321,61 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         if not return_dict:
             return values, lengths
         return MotionBatchOutput(motions=values, lengths=lengths, captions=captions, fps=fps)
+
+    def _denoise(self, latents, states, drop, mask, guidance, step_kwargs=None, progress=True) -> torch.Tensor:
+        """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d tensor."""
+        batch = latents.shape[0]
+        guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
+        timesteps = self.scheduler.timesteps
+        for t in self.progress_bar(timesteps) if progress else timesteps:
+            model_input = self.scheduler.scale_model_input(latents, t)
+            if guided:
+                model_input = torch.cat([model_input, model_input])
+            step = torch.full((model_input.shape[0],), int(t), device=latents.device, dtype=torch.long)
+            x0 = self.denoiser(model_input, step, states, frame_mask=mask, cond_drop_mask=drop).float()
+            if guided:
+                x0_cond, x0_uncond = x0.chunk(2)
+                x0 = x0_uncond + guidance * (x0_cond - x0_uncond)
+            latents = self.scheduler.step(x0, t, latents, **(step_kwargs or {})).prev_sample
+        return latents
+
+    def _replay(self, num_inference_steps: int, guidance_scale: float, **inputs: torch.Tensor) -> torch.Tensor:
+        """Run the loop through its CUDA graph, recording it on the first call of this shape."""
+        weights = tuple(p.data_ptr() for p in self.denoiser.parameters())  # a cast or reload re-records
+        key = (type(self.scheduler).__name__, json.dumps(dict(self.scheduler.config), sort_keys=True, default=str),
+               num_inference_steps, tuple(inputs["latents"].shape), tuple(inputs["states"].shape), weights)  # fmt: skip
+        loop = self._recorded_loops.get(key)
+        if loop is None:
+            loop = self._record(num_inference_steps, guidance_scale, inputs)
+            self._recorded_loops[key] = loop
+            while len(self._recorded_loops) > MAX_CACHED_GRAPHS:
+                self._recorded_loops.popitem(last=False)
+        self._recorded_loops.move_to_end(key)
+        for name, value in inputs.items():
+            loop.inputs[name].copy_(value)
+        loop.inputs["guidance"].fill_(float(guidance_scale))
+        loop.graph.replay()
+        return loop.output.clone()
+
+    def _record(self, num_inference_steps: int, guidance_scale: float, inputs: dict[str, torch.Tensor]) -> _RecordedLoop:
+        device = inputs["latents"].device
+        static = {name: value.clone() for name, value in inputs.items()}
+        static["guidance"] = torch.tensor(float(guidance_scale), device=device)
+
+        def loop() -> torch.Tensor:
+            self.scheduler.set_timesteps(num_inference_steps)
+            return self._denoise(static["latents"], static["states"], static["drop"], static["mask"],
+                                 static["guidance"], progress=False)  # fmt: skip
+
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up off the capture: library handles, kernel choice, compilation
+            loop()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = loop()
+        return _RecordedLoop(graph=graph, inputs=static, output=output)
 
     def generate(self, captions: list[str], num_frames: list[int], seed: int, **kwargs) -> list:
         """Benchmark entry point: one motion per caption, each of its own length, seeded per clip.
@@ -304,4 +426,4 @@ def _step_parameters(scheduler) -> set[str]:
     return set(inspect.signature(scheduler.step).parameters)
 
 
-__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "make_scheduler"]
+__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "is_deterministic", "make_scheduler"]
