@@ -92,6 +92,30 @@ def time_fast_sampling(pipe, args: argparse.Namespace, samplers, device: torch.d
     return rows
 
 
+def batch1_overhead(pipe, device: torch.device, frames: int, repeats: int = 20) -> dict[str, float]:
+    """Split a replayed batch-1 call into fixed cost (text encoding, noise, copies, output) and cost per step.
+
+    With the loop replayed, time(n steps) = fixed + n * per_step; two step counts give both.
+    """
+    pipe.enable_fast_sampling()
+    from express4d_hf.pipelines.mdm import make_scheduler
+
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    seconds = {}
+    for steps in (5, 50):
+        time_sampler(pipe, "ddim", steps, 1, frames, 1, None, device)  # record
+        seconds[steps] = time_sampler(pipe, "ddim", steps, 1, frames, repeats, None, device)["aits_s"]
+    per_step = (seconds[50] - seconds[5]) / 45
+    start = time.perf_counter()
+    for _ in range(repeats):
+        pipe.encode_text(["A person is smiling and then blinking"])
+    sync(device)
+    encode = (time.perf_counter() - start) / repeats
+    pipe.disable_fast_sampling()
+    pipe.denoiser.to(torch.float32)
+    return {"per_step_s": per_step, "fixed_s": seconds[5] - 5 * per_step, "text_encoding_s": encode, "total_50_s": seconds[50]}
+
+
 def table(rows: list[dict[str, Any]], samplers, batch_sizes: list[int], title: str) -> str:
     """Markdown: one line per (sampler, steps), one column per batch size."""
     names = {"ddpm": "DDPM", "ddim": "DDIM", "dpmsolver++": "DPM-Solver++"}
@@ -228,6 +252,10 @@ def main(argv: list[str] | None = None) -> dict:
             fast = time_fast_sampling(pipe, args, fast_samplers, device, repeats)
         for mode in ("bf16 + CUDA graph", "bf16 + torch.compile + CUDA graph"):
             print("\n" + table([r for r in fast if r["mode"] == mode], fast_samplers, args.batch_sizes, f"fast sampling: {mode}"))
+        with torch.inference_mode():
+            overhead = batch1_overhead(pipe, device, args.frames)
+        print("\nbatch 1, DDIM, bf16 + CUDA graph: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in overhead.items()))
+        fast.append({"mode": "batch-1 breakdown", **overhead})
 
     training = []
     if not args.skip_training:
