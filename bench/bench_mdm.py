@@ -1,8 +1,10 @@
 """Benchmark the MDM baseline: sampling time per clip (AITS) and training throughput.
 
 AITS (average inference time per sample, seconds per generated clip, text encoding included) for the
-1000-step DDPM sampler of the paper and 50-step DDIM and DPM-Solver++ swapped in with ``from_config``,
-at batch 64 and batch 1, side by side in one run. Classifier-free guidance is on (guidance 2.5: the
+1000-step DDPM sampler of the paper, 50-step DDIM and DPM-Solver++ swapped in with ``from_config`` and
+few-step DPM-Solver++ (``--few-steps``), at batch 64 and batch 1, side by side in one run; on a GPU also
+with the pipeline's fast path (``enable_fast_sampling``: bf16, the loop replayed as a CUDA graph, with and
+without ``torch.compile``) and the batch-1 split into fixed cost and cost per step. Classifier-free guidance is on (guidance 2.5: the
 conditional and unconditional branches run as one batched forward). Clips are ``--frames`` long (196 by
 default: the longest clip, so the upper bound).
 

@@ -48,6 +48,7 @@ class BenchmarkConfig:
     models: tuple[str, ...] = ALL_MODELS  # baselines to train and score
     fast_sampler: str = "ddim"  # "ddim" or "dpmsolver++" for the fast MDM row
     fast_steps: int = 50  # denoising steps of the fast MDM row
+    fast_eta: float = 0.0  # DDIM's per-step noise share in the fast row (0 = deterministic DDIM)
     guidance_scale: float = 2.5  # classifier-free guidance of the MDM rows
     fast_sampling: bool = True  # on a GPU, sample MDM with a bf16 denoiser and replayed CUDA graphs
     full_ddpm: bool = False  # add the 1000-step DDPM row (always on in the paper preset)
@@ -165,6 +166,8 @@ def run_benchmark(
     unknown = set(config.models) - set(ALL_MODELS)
     if unknown:
         raise ValueError(f"unknown model(s) {sorted(unknown)}; choose from {', '.join(ALL_MODELS)}")
+    if config.fast_eta and config.fast_sampler != "ddim":
+        raise ValueError(f"eta {config.fast_eta:g} applies to the ddim sampler, not {config.fast_sampler}; use --sampler ddim")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -234,10 +237,13 @@ def run_benchmark(
         fast = make_scheduler(config.fast_sampler, full_scheduler.config)
         mdm_key = {"model": _folder_key(mdm_dir), "sampler": config.fast_sampler, "steps": config.fast_steps,
                    "cfg": config.guidance_scale, "dtype": str(mdm.denoiser.dtype)}  # fmt: skip
+        fast_kwargs = dict(num_inference_steps=config.fast_steps, guidance_scale=config.guidance_scale)
+        if config.fast_eta:
+            fast_kwargs["eta"] = mdm_key["eta"] = config.fast_eta
 
         def mdm_fast() -> EvaluationResult:
             mdm.scheduler = fast
-            return evaluate_generator(pipeline_generate_fn(mdm, num_inference_steps=config.fast_steps, guidance_scale=config.guidance_scale), clips, evaluator, **protocol, **mm)
+            return evaluate_generator(pipeline_generate_fn(mdm, **fast_kwargs), clips, evaluator, **protocol, **mm)
 
         results["mdm_fast"] = row("mdm_fast", mdm_fast, mdm_key)
         if config.full_ddpm:
@@ -246,9 +252,10 @@ def run_benchmark(
                 mdm.scheduler = full_scheduler
                 return evaluate_generator(pipeline_generate_fn(mdm, num_inference_steps=full_scheduler.config.num_train_timesteps, guidance_scale=config.guidance_scale), clips, evaluator, **protocol, **mm)
 
-            results["mdm_ddpm_full"] = row("mdm_ddpm_full", mdm_full, {**mdm_key, "sampler": "ddpm"})
+            full_key = {k: v for k, v in mdm_key.items() if k not in ("steps", "eta")}
+            results["mdm_ddpm_full"] = row("mdm_ddpm_full", mdm_full, {**full_key, "sampler": "ddpm"})
         mdm.scheduler = fast
-        pipelines["mdm_fast"] = (mdm, dict(num_inference_steps=config.fast_steps, guidance_scale=config.guidance_scale))
+        pipelines["mdm_fast"] = (mdm, fast_kwargs)
     if "t2m-gpt" in config.models:
         from .pipelines.t2m_gpt import Express4DT2MGPTPipeline
 
@@ -357,7 +364,8 @@ def _results_markdown(table: str, meta: dict[str, Any], config: BenchmarkConfig,
         f"{EVAL_GROUP_SIZE}. Real-row FID is between two random halves of the test clips (the sampling-noise floor), "
         f"not the set against itself. AITS = generation seconds per clip.\n\n"
         f"- hardware: {meta['hardware']}\n- date: {meta['created']}\n- data fingerprint: `{data['fingerprint']}`\n"
-        f"- MDM sampling: {config.fast_sampler} with {config.fast_steps} steps (fast row) and DDPM with 1000 steps "
+        f"- MDM sampling: {config.fast_sampler} with {config.fast_steps} steps"
+        f"{f', eta {config.fast_eta:g}' if config.fast_eta else ''} (fast row) and DDPM with 1000 steps "
         f"(full row, when run), guidance {config.guidance_scale}; {meta.get('mdm_sampling', 'fp32, eager')}\n"
         f"- seed: {config.seed}\n- versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}\n"
     )

@@ -70,3 +70,5 @@ def test_benchmark_rejects_bad_arguments(small_dataset, tmp_path, capsys):
     assert "unknown model" in capsys.readouterr().err
     assert main(["benchmark", "--out", str(tmp_path), "--max-steps", "mdm"]) == 2
     assert "STAGE=N" in capsys.readouterr().err
+    assert main(["benchmark", "--data", str(small_dataset), "--out", str(tmp_path), "--sampler", "dpmsolver++", "--eta", "0.5"]) == 2
+    assert "applies to the ddim sampler" in capsys.readouterr().err

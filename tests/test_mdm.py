@@ -175,18 +175,18 @@ def test_deterministic_schedulers_are_the_replayable_ones(pipe):
     assert not is_deterministic(DPMSolverMultistepScheduler.from_config(config, algorithm_type="sde-dpmsolver++"))
 
 
-@pytest.mark.parametrize("guidance", [2.5, 1.0])
-def test_full_length_padding_of_recorded_loops_leaves_clips_unchanged(text_encoder, monkeypatch, guidance):
+@pytest.mark.parametrize(("guidance", "eta"), [(2.5, 0.0), (1.0, 0.0), (2.5, 0.7)])
+def test_full_length_padding_of_recorded_loops_leaves_clips_unchanged(text_encoder, monkeypatch, guidance, eta):
     """A recorded (CUDA-graph) loop always runs at the model's full length; the valid frames must not change."""
     pipe = make_pipe(text_encoder)
     pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
-    kwargs = dict(num_frames=[40, 25], num_inference_steps=4, guidance_scale=guidance, output_type="pt")
+    kwargs = dict(num_frames=[40, 25], num_inference_steps=4, guidance_scale=guidance, eta=eta, output_type="pt")
     eager = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs)
     seen = []
 
-    def replay_without_graph(steps, guidance_scale, **inputs):  # the recorded loop's computation, on the CPU
+    def replay_without_graph(steps, guidance_scale, step_kwargs, **inputs):  # the recorded loop's computation
         seen.append(inputs["latents"].shape)
-        return pipe._denoise(guidance=torch.tensor(guidance_scale), progress=False, **inputs)
+        return pipe._denoise(guidance=torch.tensor(guidance_scale), step_kwargs=step_kwargs, progress=False, **inputs)
 
     monkeypatch.setattr(pipe, "_replays", lambda device: True)
     monkeypatch.setattr(pipe, "_replay", replay_without_graph)
@@ -194,6 +194,24 @@ def test_full_length_padding_of_recorded_loops_leaves_clips_unchanged(text_encod
     assert seen == [(2, pipe.denoiser.config.max_frames, 61)]
     assert padded.motions.shape == eager.motions.shape == (2, 40, 61)
     torch.testing.assert_close(padded.motions, eager.motions, atol=1e-4, rtol=1e-4)
+
+
+def test_ddim_eta_is_seeded_batch_independent_and_validated(text_encoder):
+    pipe = make_pipe(text_encoder)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    kwargs = dict(num_inference_steps=4, output_type="pt")
+    noisy = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], eta=1.0, **kwargs).motions
+    again = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], eta=1.0, **kwargs).motions
+    alone = pipe(PROMPTS[1], num_frames=25, generator=[gen(1)], eta=1.0, **kwargs).motions
+    plain = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], **kwargs).motions
+    torch.testing.assert_close(noisy, again)
+    torch.testing.assert_close(alone[0], noisy[1, :25], atol=1e-5, rtol=1e-5)  # noise drawn per clip
+    assert not torch.allclose(noisy, plain)  # eta adds noise
+    with pytest.raises(ValueError, match="eta"):
+        pipe(PROMPTS[0], num_frames=20, eta=1.5, **kwargs)
+    pipe.scheduler = make_scheduler("dpmsolver++", pipe.scheduler.config)
+    with pytest.raises(ValueError, match="applies to DDIM"):
+        pipe(PROMPTS[0], num_frames=20, eta=0.5, **kwargs)
 
 
 def test_fast_sampling_on_cpu_keeps_float32_and_results(text_encoder):
@@ -225,6 +243,13 @@ def test_cuda_graph_replay_matches_the_eager_loop(text_encoder, name):
     pipe.disable_fast_sampling()
     reference = pipe(PROMPTS, generator=[gen(5), gen(6)], guidance_scale=4.0, **kwargs).motions
     torch.testing.assert_close(other, reference, atol=2e-3, rtol=2e-3)
+    if name == "ddim":  # stochastic DDIM replays too: its noise is an input of the recording
+        pipe.enable_fast_sampling(dtype=torch.float32)
+        stochastic = pipe(PROMPTS, generator=[gen(0), gen(1)], eta=0.5, **kwargs).motions
+        pipe.disable_fast_sampling()
+        reference = pipe(PROMPTS, generator=[gen(0), gen(1)], eta=0.5, **kwargs).motions
+        torch.testing.assert_close(stochastic, reference, atol=2e-3, rtol=2e-3)
+        assert not torch.allclose(stochastic, eager)
     pipe.enable_fast_sampling()  # bf16
     assert pipe.denoiser.dtype == torch.bfloat16
     fast = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions

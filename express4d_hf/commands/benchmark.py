@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                         help="also compute Multimodality (default: on in paper, off in tiny)")  # fmt: skip
     parser.add_argument("--sampler", choices=["ddim", "dpmsolver++"], default=None, help="fast MDM sampler (default ddim)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps of the fast MDM row (default 50)")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance of the MDM rows (default 2.5)")
+    parser.add_argument("--eta", type=float, default=None, help="DDIM's per-step noise share in the fast MDM row (default 0)")
     parser.add_argument("--fast-sampling", action=argparse.BooleanOptionalAction, default=None,
                         help="on a GPU, sample MDM in bf16 with replayed CUDA graphs (default: on)")  # fmt: skip
     parser.add_argument("--max-steps", action="append", default=[], metavar="STAGE=N",
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(
         replications=args.replications, models=models, fast_sampler=args.sampler, fast_steps=args.steps,
         seed=args.seed, max_steps=_parse_steps(args.max_steps),
-        full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling,
+        full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling, fast_eta=args.eta,
+        guidance_scale=args.guidance_scale,
     )  # fmt: skip
     config = BenchmarkConfig.preset_config(args.preset, **overrides)
     if max_clips is not None:

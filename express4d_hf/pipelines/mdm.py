@@ -80,10 +80,12 @@ def make_scheduler(name: str, config) -> Any:
 
 
 def is_deterministic(scheduler) -> bool:
-    """True when ``scheduler.step`` draws no noise (as the pipeline calls it), so a recorded loop replays exactly.
+    """True when ``scheduler.step`` draws no noise of its own (as the pipeline calls it), so a recorded loop
+    replays exactly.
 
-    DDIM (eta 0) and the ODE variants of DPM-Solver / UniPC qualify; DDPM's ancestral sampler and SDE solvers
-    draw fresh noise every step and run eagerly.
+    DDIM qualifies (with ``eta > 0`` the pipeline draws its step noise up front and passes it in), as do the
+    ODE variants of DPM-Solver / UniPC; DDPM's ancestral sampler and SDE solvers draw fresh noise every step
+    and run eagerly.
     """
     name = type(scheduler).__name__
     if name == "DPMSolverMultistepScheduler":
@@ -96,7 +98,7 @@ class _RecordedLoop:
     """One sampling loop captured as a CUDA graph: copy new inputs into ``inputs``, replay, read ``output``."""
 
     graph: Any  # torch.cuda.CUDAGraph
-    inputs: dict[str, torch.Tensor]  # static input buffers: latents, states, drop, mask, guidance
+    inputs: dict[str, torch.Tensor]  # static input buffers: latents, states, drop, mask, (noise,) guidance
     output: torch.Tensor  # the final latents, overwritten by every replay
 
 
@@ -210,6 +212,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         guidance_scale: float = 2.5,
         negative_prompt: str | list[str] | None = None,
         num_motions_per_prompt: int = 1,
+        eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "motion",
@@ -226,6 +229,9 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 (conditional only), 0 ignores the text.
             negative_prompt: text to steer away from (replaces the empty condition of the unconditional branch).
             num_motions_per_prompt: samples per prompt (outputs are prompt-major).
+            eta: DDIM only: the share of fresh noise per step (0 = deterministic DDIM, 1 = as much as DDPM).
+                Deterministic samplers with guidance overshoot the data's diversity; a little noise pulls
+                the distribution back towards the 1000-step sampler's (docs/BENCHMARKS.md).
             generator: a ``torch.Generator`` (or one per output motion) for reproducible sampling.
             latents: initial noise ``[num_prompts * num_motions_per_prompt, max(num_frames), 61]``.
             output_type: ``"motion"`` -> :class:`MotionPipelineOutput` of :class:`FaceMotion` (raw ARKit
@@ -245,6 +251,13 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             )
         if not isinstance(num_motions_per_prompt, int) or num_motions_per_prompt < 1:
             raise ValueError(f"`num_motions_per_prompt` must be a positive integer, got {num_motions_per_prompt!r}")
+        if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+            raise ValueError(f"`eta` must be a number in [0, 1], got {eta!r}")
+        if eta and not isinstance(self.scheduler, DDIMScheduler):
+            raise ValueError(
+                f"`eta` applies to DDIM; this pipeline samples with {type(self.scheduler).__name__}. Swap in DDIM "
+                "with `pipe.scheduler = make_scheduler('ddim', pipe.scheduler.config)` or leave eta at 0"
+            )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
         negatives = None
@@ -297,10 +310,18 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps)
         latents = latents * self.scheduler.init_noise_sigma
         inputs = dict(latents=latents, states=branch_states, drop=branch_drop, mask=branch_mask)
+        step_kwargs = {}
+        if eta:  # DDIM's step noise, drawn up front per clip (like the initial noise): replayable and batch-independent
+            steps = len(self.scheduler.timesteps)
+            noise = randn_tensor((batch, steps, full_frames, channels), generator=generator, device=device,
+                                 dtype=torch.float32)  # fmt: skip
+            inputs["noise"] = noise[:, :, :run_frames].transpose(0, 1)
+            step_kwargs["eta"] = float(eta)
+        elif not replay and "generator" in _step_parameters(self.scheduler):  # DDPM's ancestral noise
+            step_kwargs["generator"] = generator
         if replay:
-            latents = self._replay(num_inference_steps, guidance_scale, **inputs)
+            latents = self._replay(num_inference_steps, guidance_scale, step_kwargs, **inputs)
         else:
-            step_kwargs = {"generator": generator} if "generator" in _step_parameters(self.scheduler) else {}
             latents = self._denoise(guidance=guidance_scale, step_kwargs=step_kwargs, **inputs)
         latents, mask = latents[:, :frames], mask[:, :frames]
 
@@ -312,7 +333,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         if output_type == "motion":
             metadata = {
                 "generator": "Express4DMDMPipeline", "scheduler": type(self.scheduler).__name__,
-                "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": float(eta),
             }  # fmt: skip
             motions = to_face_motions(raw, lengths, captions, fps=fps, **metadata)
             return MotionPipelineOutput(motions=motions) if return_dict else (motions,)
@@ -322,12 +343,14 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             return values, lengths
         return MotionBatchOutput(motions=values, lengths=lengths, captions=captions, fps=fps)
 
-    def _denoise(self, latents, states, drop, mask, guidance, step_kwargs=None, progress=True) -> torch.Tensor:
-        """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d tensor."""
+    def _denoise(self, latents, states, drop, mask, guidance, noise=None, step_kwargs=None, progress=True) -> torch.Tensor:
+        """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d
+        tensor; ``noise`` ``[steps, B, T, C]`` is DDIM's per-step noise when ``eta > 0``."""
         batch = latents.shape[0]
         guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
         timesteps = self.scheduler.timesteps
-        for t in self.progress_bar(timesteps) if progress else timesteps:
+        step_kwargs = step_kwargs or {}
+        for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
             model_input = self.scheduler.scale_model_input(latents, t)
             if guided:
                 model_input = torch.cat([model_input, model_input])
@@ -336,17 +359,20 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             if guided:
                 x0_cond, x0_uncond = x0.chunk(2)
                 x0 = x0_uncond + guidance * (x0_cond - x0_uncond)
-            latents = self.scheduler.step(x0, t, latents, **(step_kwargs or {})).prev_sample
+            if noise is not None:
+                step_kwargs = {**step_kwargs, "variance_noise": noise[i]}
+            latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
         return latents
 
-    def _replay(self, num_inference_steps: int, guidance_scale: float, **inputs: torch.Tensor) -> torch.Tensor:
+    def _replay(self, num_inference_steps: int, guidance_scale: float, step_kwargs: dict, **inputs: torch.Tensor) -> torch.Tensor:
         """Run the loop through its CUDA graph, recording it on the first call of this shape."""
         weights = tuple(p.data_ptr() for p in self.denoiser.parameters())  # a cast or reload re-records
         key = (type(self.scheduler).__name__, json.dumps(dict(self.scheduler.config), sort_keys=True, default=str),
-               num_inference_steps, tuple(inputs["latents"].shape), tuple(inputs["states"].shape), weights)  # fmt: skip
+               num_inference_steps, json.dumps(step_kwargs, sort_keys=True),
+               tuple((name, tuple(value.shape)) for name, value in inputs.items()), weights)  # fmt: skip
         loop = self._recorded_loops.get(key)
         if loop is None:
-            loop = self._record(num_inference_steps, guidance_scale, inputs)
+            loop = self._record(num_inference_steps, guidance_scale, step_kwargs, inputs)
             self._recorded_loops[key] = loop
             while len(self._recorded_loops) > MAX_CACHED_GRAPHS:
                 self._recorded_loops.popitem(last=False)
@@ -357,7 +383,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         loop.graph.replay()
         return loop.output.clone()
 
-    def _record(self, num_inference_steps: int, guidance_scale: float, inputs: dict[str, torch.Tensor]) -> _RecordedLoop:
+    def _record(self, num_inference_steps: int, guidance_scale: float, step_kwargs: dict,
+                inputs: dict[str, torch.Tensor]) -> _RecordedLoop:  # fmt: skip
         device = inputs["latents"].device
         static = {name: value.clone() for name, value in inputs.items()}
         static["guidance"] = torch.tensor(float(guidance_scale), device=device)
@@ -365,7 +392,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         def loop() -> torch.Tensor:
             self.scheduler.set_timesteps(num_inference_steps)
             return self._denoise(static["latents"], static["states"], static["drop"], static["mask"],
-                                 static["guidance"], progress=False)  # fmt: skip
+                                 static["guidance"], static.get("noise"), step_kwargs, progress=False)  # fmt: skip
 
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
