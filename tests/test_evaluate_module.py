@@ -102,6 +102,20 @@ SCRIPT = textwrap.dedent(
         model.save_pretrained(evaluator_dir)
         report["default_saved_evaluator"] = default.compute(
             predictions=at_60, references=[c.caption for c in clips], evaluator=evaluator_dir)
+    # --- the Space page (app.py): builds, scores its example, explains bad input
+    import importlib.util
+    import gradio as gr
+    spec = importlib.util.spec_from_file_location("express4d_metric_app", f"{metric_dir}/app.py")
+    app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
+    report["app_is_blocks"] = isinstance(app.build_demo(emb), gr.Blocks)
+    report["app_example"] = app.score(app.example_payload(), emb)
+    report["app_errors"] = []
+    for bad in ("{not json", '{"predictions": [[1.0]]}', json.dumps({"predictions": [[0.0]] * 40, "references": [[0.0]] * 40, "extra": 1}),
+                json.dumps({"predictions": [[0.0]] * 5, "references": [[0.0]] * 5})):
+        try:
+            app.score(bad, emb)
+        except gr.Error as err:
+            report["app_errors"].append(err.message)
     print("REPORT" + json.dumps(report))
     """
 )
@@ -139,9 +153,20 @@ def test_module_files_follow_the_evaluate_conventions():
             assert "," not in line, f"one import per line, or evaluate.load breaks: {line!r}"
     for name in ("README.md", "requirements.txt", "app.py"):
         assert (METRIC_DIR / name).is_file(), name
-    assert "launch_gradio_widget" in (METRIC_DIR / "app.py").read_text()
     card = (METRIC_DIR / "README.md").read_text()
     assert card.startswith("---\n") and "app_file: app.py" in card and 'evaluate.load("' in card
+
+
+def test_space_page_scores_and_explains_bad_input(report):
+    assert report["app_is_blocks"]
+    example = report["app_example"]
+    assert {"r_precision_top3", "fid", "mm_dist", "diversity"} <= set(example)
+    assert 0.5 < example["r_precision_top3"] <= 1.0 and example["fid"] > 0  # motions sit near their texts
+    not_json, missing, unknown, too_few = report["app_errors"]
+    assert "not valid JSON (line 1" in not_json
+    assert '"references"' in missing
+    assert "unknown field" in unknown and "extra" in unknown
+    assert "32" in too_few
 
 
 def test_embeddings_config(report):
