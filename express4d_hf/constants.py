@@ -1,8 +1,13 @@
 """Protocol constants of the Express4D benchmark (DESIGN.md, "Training representation")."""
 
+from pathlib import Path
+
 CAPTURE_FPS = 60  # Live Link Face takes of Express4D are recorded at 60 fps
 TRAIN_FPS = 20  # models see motion at 20 fps (the paper keeps every third frame; we low-pass first)
 MAX_FRAMES = 196  # at most 196 training frames (9.8 s at 20 fps); longer clips are cropped
 MIN_FRAMES = 20  # clips shorter than 20 training frames (1 s) are dropped
 MAX_LEADING_OFFSET = 10  # training samples lose a random 0..10 leading frames
 EVAL_GROUP_SIZE = 32  # R-Precision ranks motions within consecutive groups of 32 pairs
+
+# Dataset and model card templates (``$field`` placeholders), shipped inside the package.
+HUB_CARDS_DIR = Path(__file__).resolve().parent / "hub_cards"

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import __version__
 from ..arkit import CHANNELS, NUM_CHANNELS
-from ..constants import TRAIN_FPS
+from ..constants import HUB_CARDS_DIR, TRAIN_FPS
 from ..livelink import FaceMotion, LiveLinkFormatError, atomic_write_text, replace_folder
 from .release import SPLITS, Release, ReleaseFormatError, Take, is_release_dir, load_motion_arrays, read_release
 from .stats import NormStats
@@ -186,13 +186,11 @@ def stats_summary_lines(stats: NormStats, top: int = 3) -> list[str]:
 
 # --- the card -----------------------------------------------------------------------------------------
 def card_template_path() -> Path:
-    """``dataset_card.md``: packaged under express4d_hf/templates, else the repository's hub_cards/."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[1] / "templates" / "dataset_card.md", here.parents[2] / "hub_cards" / "dataset_card.md"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("dataset card template not found (expected hub_cards/dataset_card.md in the repository "
-                            "or express4d_hf/templates/dataset_card.md in the installed package)")  # fmt: skip
+    """``express4d_hf/hub_cards/dataset_card.md``, the template of the dataset card."""
+    path = HUB_CARDS_DIR / "dataset_card.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset card template {path} is missing: reinstall express4d-hf")
+    return path
 
 
 def _render_card(manifest: dict[str, Any], stats: NormStats, shard_files: dict[str, list[str]]) -> str:

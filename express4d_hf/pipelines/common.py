@@ -119,7 +119,7 @@ CARD_DATA_FILE = "card_data.json"  # README fields kept next to it, so re-saving
 
 
 class ModelCardMixin:
-    """``save_pretrained`` that also writes ``README.md`` (from ``hub_cards/<CARD_TEMPLATE>``) and
+    """``save_pretrained`` that also writes ``README.md`` (from ``express4d_hf/hub_cards/<CARD_TEMPLATE>``) and
     ``card_data.json``; ``from_pretrained`` that reads ``card_data.json`` back into :attr:`card_data`.
 
     Put it before ``DiffusionPipeline`` in the bases and define ``CARD_TEMPLATE`` and ``model_card_fields()``

@@ -16,6 +16,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from ..constants import HUB_CARDS_DIR
 from ..livelink import atomic_write_text
 
 # model_index.json `_class_name` -> "module:Class" (add new pipelines here).
@@ -24,8 +25,6 @@ PIPELINE_CLASSES: dict[str, str] = {
     "Express4DT2MGPTPipeline": "express4d_hf.pipelines.t2m_gpt:Express4DT2MGPTPipeline",
 }
 
-# Card templates live in the repository's hub_cards/ folder (also searched: express4d_hf/templates/).
-_CARD_DIRS = (Path(__file__).resolve().parents[2] / "hub_cards", Path(__file__).resolve().parents[1] / "templates")
 
 
 class PipelineLoadError(FileNotFoundError):
@@ -91,15 +90,11 @@ def _model_index_path(folder: str | os.PathLike) -> str:
 
 # --- model cards ------------------------------------------------------------------------------------
 def render_model_card(template_name: str, fields: dict[str, Any]) -> str:
-    """Fill ``hub_cards/<template_name>`` (``$field`` placeholders; unknown ones stay as written)."""
-    for folder in _CARD_DIRS:
-        path = folder / template_name
-        if path.is_file():
-            return Template(path.read_text()).safe_substitute({k: str(v) for k, v in fields.items()})
-    # Installed without the repository's hub_cards/: a minimal card still says what the folder is.
-    lines = [f"# {fields.get('model_name', 'Express4D model')}", ""]
-    lines += [f"- **{k}**: {v}" for k, v in fields.items() if k != "model_name"]
-    return "\n".join(lines) + "\n"
+    """Fill ``express4d_hf/hub_cards/<template_name>`` (``$field`` placeholders; unknown ones stay as written)."""
+    path = HUB_CARDS_DIR / template_name
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {path} is missing: reinstall express4d-hf")
+    return Template(path.read_text(encoding="utf-8")).safe_substitute({k: str(v) for k, v in fields.items()})
 
 
 def write_model_card(folder: str | os.PathLike, template_name: str, fields: dict[str, Any]) -> Path:

@@ -416,7 +416,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
 
     # -- model card ------------------------------------------------------------------------------------
     def model_card_fields(self) -> dict[str, Any]:
-        """Placeholders of ``hub_cards/model_card_mdm.md``: architecture from the config, the rest from card_data."""
+        """Placeholders of ``express4d_hf/hub_cards/model_card_mdm.md``: architecture from the config, the rest from card_data."""
         cfg = self.denoiser.config
         params = sum(p.numel() for p in self.denoiser.parameters())
         fields: dict[str, Any] = {

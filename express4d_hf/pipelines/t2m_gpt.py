@@ -232,7 +232,7 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
 
     # -- model card ------------------------------------------------------------------------------------
     def model_card_fields(self) -> dict[str, Any]:
-        """Placeholders of ``hub_cards/model_card_t2m_gpt.md``: architecture from the configs, the rest from card_data."""
+        """Placeholders of ``express4d_hf/hub_cards/model_card_t2m_gpt.md``: architecture from the configs, the rest from card_data."""
         vq, gpt = self.vqvae.config, self.transformer.config
         vq_params = sum(p.numel() for p in self.vqvae.parameters())
         gpt_params = sum(p.numel() for p in self.transformer.parameters())
