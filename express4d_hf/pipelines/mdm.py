@@ -145,6 +145,9 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             dtype: the denoiser's dtype; default bf16 on CUDA (where supported), unchanged elsewhere.
             compile: also ``torch.compile`` the denoiser (fused kernels; the first call per shape compiles
                 for about a minute).
+
+        The cast stays: ``save_pretrained`` then writes bf16 weights (``pipe.to(torch.float32)`` first to avoid it).
+        Calls must not overlap on one pipeline (a recording has one set of input buffers).
         """
         device = self._execution_device
         if dtype is None and device.type == "cuda" and torch.cuda.is_bf16_supported():
