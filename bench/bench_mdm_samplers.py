@@ -1,6 +1,6 @@
 """Score MDM's samplers against each other on a finished benchmark folder: quality at speed.
 
-For each ``SAMPLER:STEPS[:ETA[:GUIDANCE]]`` spec, the benchmark's fast MDM row is re-scored in a copy of
+For each ``SAMPLER:STEPS[:ETA[:GUIDANCE[:RESCALE]]]`` spec, the benchmark's fast MDM row is re-scored in a copy of
 ``--run`` (the trained evaluator and MDM are reused; only that row is computed), with the same protocol
 (replications, clips, seeds) as the run. The table puts each next to the run's 1000-step DDPM row, whose
 95% interval is the bar a fast sampler has to reach.
@@ -20,20 +20,22 @@ from pathlib import Path
 
 def parse_spec(spec: str) -> dict:
     parts = spec.split(":")
-    if not 2 <= len(parts) <= 4:
-        raise argparse.ArgumentTypeError(f"{spec!r}: expected SAMPLER:STEPS[:ETA[:GUIDANCE]], e.g. ddim:50:0.5")
+    if not 2 <= len(parts) <= 5:
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected SAMPLER:STEPS[:ETA[:GUIDANCE[:RESCALE]]], e.g. ddim:50:0.5")
     out = {"fast_sampler": parts[0], "fast_steps": int(parts[1])}
     if len(parts) > 2:
         out["fast_eta"] = float(parts[2])
     if len(parts) > 3:
         out["guidance_scale"] = float(parts[3])
+    if len(parts) > 4:
+        out["fast_guidance_rescale"] = float(parts[4])
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="a finished `express4d benchmark` folder (with its DDPM row)")
-    parser.add_argument("specs", nargs="+", type=parse_spec, help="SAMPLER:STEPS[:ETA[:GUIDANCE]] (ddim, dpmsolver++)")
+    parser.add_argument("specs", nargs="+", type=parse_spec, help="SAMPLER:STEPS[:ETA[:GUIDANCE[:RESCALE]]] (ddim, dpmsolver++)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
 
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
             config = BenchmarkConfig(**{**settings, **spec})
             result = run_benchmark(report["meta"]["data"]["path"], folder, config, progress=False)
             fast = next(r for r in result["rows"] if r["model"] == "mdm_fast")
-            label = f"{config.fast_sampler}:{config.fast_steps}, eta {config.fast_eta:g}, guidance {config.guidance_scale:g}"
+            label = (f"{config.fast_sampler}:{config.fast_steps}, eta {config.fast_eta:g}, guidance {config.guidance_scale:g}"
+                     f", rescale {config.fast_guidance_rescale:g}")  # fmt: skip
             rows.append(dict(fast, spec=label))
             print(f"scored {label}", flush=True)
     lines = ["| sampler | R@3 ↑ | FID ↓ | MM-Dist ↓ | Diversity → | AITS (s/clip) |", "|---|---|---|---|---|---|"]

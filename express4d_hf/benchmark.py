@@ -49,6 +49,7 @@ class BenchmarkConfig:
     fast_sampler: str = "ddim"  # "ddim" or "dpmsolver++" for the fast MDM row
     fast_steps: int = 50  # denoising steps of the fast MDM row
     fast_eta: float = 0.0  # DDIM's per-step noise share in the fast row (0 = deterministic DDIM)
+    fast_guidance_rescale: float = 0.0  # guidance rescale of the fast row (pipeline's guidance_rescale)
     guidance_scale: float = 2.5  # classifier-free guidance of the MDM rows
     fast_sampling: bool = True  # on a GPU, sample MDM with a bf16 denoiser and replayed CUDA graphs
     full_ddpm: bool = False  # add the 1000-step DDPM row (always on in the paper preset)
@@ -240,6 +241,8 @@ def run_benchmark(
         fast_kwargs = dict(num_inference_steps=config.fast_steps, guidance_scale=config.guidance_scale)
         if config.fast_eta:
             fast_kwargs["eta"] = mdm_key["eta"] = config.fast_eta
+        if config.fast_guidance_rescale:
+            fast_kwargs["guidance_rescale"] = mdm_key["rescale"] = config.fast_guidance_rescale
 
         def mdm_fast() -> EvaluationResult:
             mdm.scheduler = fast
@@ -252,7 +255,7 @@ def run_benchmark(
                 mdm.scheduler = full_scheduler
                 return evaluate_generator(pipeline_generate_fn(mdm, num_inference_steps=full_scheduler.config.num_train_timesteps, guidance_scale=config.guidance_scale), clips, evaluator, **protocol, **mm)
 
-            full_key = {k: v for k, v in mdm_key.items() if k not in ("steps", "eta")}
+            full_key = {k: v for k, v in mdm_key.items() if k not in ("steps", "eta", "rescale")}
             results["mdm_ddpm_full"] = row("mdm_ddpm_full", mdm_full, {**full_key, "sampler": "ddpm"})
         mdm.scheduler = fast
         pipelines["mdm_fast"] = (mdm, fast_kwargs)
@@ -365,7 +368,8 @@ def _results_markdown(table: str, meta: dict[str, Any], config: BenchmarkConfig,
         f"not the set against itself. AITS = generation seconds per clip.\n\n"
         f"- hardware: {meta['hardware']}\n- date: {meta['created']}\n- data fingerprint: `{data['fingerprint']}`\n"
         f"- MDM sampling: {config.fast_sampler} with {config.fast_steps} steps"
-        f"{f', eta {config.fast_eta:g}' if config.fast_eta else ''} (fast row) and DDPM with 1000 steps "
+        f"{f', eta {config.fast_eta:g}' if config.fast_eta else ''}"
+        f"{f', guidance rescale {config.fast_guidance_rescale:g}' if config.fast_guidance_rescale else ''} (fast row) and DDPM with 1000 steps "
         f"(full row, when run), guidance {config.guidance_scale}; {meta.get('mdm_sampling', 'fp32, eager')}\n"
         f"- seed: {config.seed}\n- versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}\n"
     )

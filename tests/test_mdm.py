@@ -19,7 +19,7 @@ from express4d_hf.models.mdm import MDMDenoiser
 from express4d_hf.models.normalizer import MotionNormalizer
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
 from express4d_hf.pipelines.loading import PipelineLoadError, load_pipeline
-from express4d_hf.pipelines.mdm import Express4DMDMPipeline, is_deterministic, make_scheduler
+from express4d_hf.pipelines.mdm import Express4DMDMPipeline, is_deterministic, make_scheduler, rescale_guidance
 from express4d_hf.text import load_text_encoder
 
 TINY = dict(num_layers=2, hidden_size=64, ff_size=128, num_heads=4)
@@ -175,12 +175,13 @@ def test_deterministic_schedulers_are_the_replayable_ones(pipe):
     assert not is_deterministic(DPMSolverMultistepScheduler.from_config(config, algorithm_type="sde-dpmsolver++"))
 
 
-@pytest.mark.parametrize(("guidance", "eta"), [(2.5, 0.0), (1.0, 0.0), (2.5, 0.7)])
-def test_full_length_padding_of_recorded_loops_leaves_clips_unchanged(text_encoder, monkeypatch, guidance, eta):
+@pytest.mark.parametrize(("guidance", "eta", "rescale"), [(2.5, 0.0, 0.0), (1.0, 0.0, 0.0), (2.5, 0.7, 0.0), (2.5, 0.0, 0.7)])
+def test_full_length_padding_of_recorded_loops_leaves_clips_unchanged(text_encoder, monkeypatch, guidance, eta, rescale):
     """A recorded (CUDA-graph) loop always runs at the model's full length; the valid frames must not change."""
     pipe = make_pipe(text_encoder)
     pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
-    kwargs = dict(num_frames=[40, 25], num_inference_steps=4, guidance_scale=guidance, eta=eta, output_type="pt")
+    kwargs = dict(num_frames=[40, 25], num_inference_steps=4, guidance_scale=guidance, eta=eta,
+                  guidance_rescale=rescale, output_type="pt")  # fmt: skip
     eager = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs)
     seen = []
 
@@ -194,6 +195,35 @@ def test_full_length_padding_of_recorded_loops_leaves_clips_unchanged(text_encod
     assert seen == [(2, pipe.denoiser.config.max_frames, 61)]
     assert padded.motions.shape == eager.motions.shape == (2, 40, 61)
     torch.testing.assert_close(padded.motions, eager.motions, atol=1e-4, rtol=1e-4)
+
+
+def test_rescale_guidance_matches_the_conditional_spread_over_valid_frames():
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(2, 30, 61, generator=g)
+    guided = 3.0 * cond + 0.5  # over-dispersed, shifted
+    mask = torch.arange(30)[None] < torch.tensor([[30], [18]])
+    full = rescale_guidance(guided, cond, mask, 1.0)
+    for clip, length in enumerate((30, 18)):
+        torch.testing.assert_close(full[clip, :length].std(unbiased=False), cond[clip, :length].std(unbiased=False))
+    torch.testing.assert_close(rescale_guidance(guided, cond, mask, 0.0), guided)
+    torch.testing.assert_close(rescale_guidance(guided, cond, mask, 0.5), 0.5 * full + 0.5 * guided)
+    padded = guided.clone()
+    padded[1, 18:] = 1e3  # whatever the padding holds, the valid frames do not change
+    torch.testing.assert_close(rescale_guidance(padded, cond, mask, 1.0)[1, :18], full[1, :18])
+
+
+def test_guidance_rescale_in_the_pipeline(text_encoder):
+    pipe = make_pipe(text_encoder)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    kwargs = dict(num_frames=[40, 25], num_inference_steps=4, guidance_scale=4.0, output_type="pt")
+    plain = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions
+    rescaled = pipe(PROMPTS, generator=[gen(0), gen(1)], guidance_rescale=0.7, **kwargs).motions
+    assert not torch.allclose(plain, rescaled)
+    alone = pipe(PROMPTS[1], num_frames=25, num_inference_steps=4, guidance_scale=4.0, output_type="pt",
+                 generator=[gen(1)], guidance_rescale=0.7).motions  # fmt: skip
+    torch.testing.assert_close(alone[0], rescaled[1, :25], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="guidance_rescale"):
+        pipe(PROMPTS[0], num_frames=20, guidance_rescale=2.0)
 
 
 def test_ddim_eta_is_seeded_batch_independent_and_validated(text_encoder):

@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--sampler", choices=["ddim", "dpmsolver++"], default=None, help="fast MDM sampler (default ddim)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps of the fast MDM row (default 50)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance of the MDM rows (default 2.5)")
+    parser.add_argument("--guidance-rescale", type=float, default=None,
+                        help="guidance rescale of the fast MDM row, 0..1 (default 0; see rescale_guidance)")  # fmt: skip
     parser.add_argument("--eta", type=float, default=None, help="DDIM's per-step noise share in the fast MDM row (default 0)")
     parser.add_argument("--fast-sampling", action=argparse.BooleanOptionalAction, default=None,
                         help="on a GPU, sample MDM in bf16 with replayed CUDA graphs (default: on)")  # fmt: skip
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(
         replications=args.replications, models=models, fast_sampler=args.sampler, fast_steps=args.steps,
         seed=args.seed, max_steps=_parse_steps(args.max_steps),
-        full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling, fast_eta=args.eta,
+        full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling, fast_eta=args.eta, fast_guidance_rescale=args.guidance_rescale,
         guidance_scale=args.guidance_scale,
     )  # fmt: skip
     config = BenchmarkConfig.preset_config(args.preset, **overrides)

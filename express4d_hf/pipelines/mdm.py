@@ -93,6 +93,26 @@ def is_deterministic(scheduler) -> bool:
     return name in ("DDIMScheduler", "UniPCMultistepScheduler")
 
 
+def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, rescale: float) -> torch.Tensor:
+    """Pull a guided prediction's spread back towards the conditional one's (``guidance_rescale``).
+
+    Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed" (WACV 2024), eq. 15-16, as
+    diffusers' ``rescale_noise_cfg``, but the standard deviation of each clip is taken over its valid frames
+    only, so padding never changes a clip. Guidance extrapolates ``cond - uncond``; with a deterministic
+    sampler the result is over-dispersed (docs/BENCHMARKS.md); ``rescale`` in [0, 1] blends in the rescaled
+    prediction.
+    """
+    weights = mask[..., None].to(guided.dtype)
+    count = weights.sum(dim=(1, 2)).clamp_min(1.0) * guided.shape[-1]
+
+    def spread(x: torch.Tensor) -> torch.Tensor:
+        mean = (x * weights).sum(dim=(1, 2)) / count
+        return ((x - mean[:, None, None]).square() * weights).sum(dim=(1, 2)).div(count).sqrt()
+
+    ratio = (spread(cond) / spread(guided).clamp_min(1e-6))[:, None, None]
+    return rescale * guided * ratio + (1.0 - rescale) * guided
+
+
 @dataclass
 class _RecordedLoop:
     """One sampling loop captured as a CUDA graph: copy new inputs into ``inputs``, replay, read ``output``."""
@@ -152,8 +172,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         device = self._execution_device
         if dtype is None and device.type == "cuda" and torch.cuda.is_bf16_supported():
             dtype = torch.bfloat16
-        if dtype is not None:
-            self.denoiser.to(dtype)
+        if dtype is not None:  # (nn.Module.to: diffusers' ModelMixin.to warns on every dtype cast)
+            torch.nn.Module.to(self.denoiser, dtype)
         if compile:
             self.denoiser.compile(dynamic=False)
         self._fast_sampling = True
@@ -213,6 +233,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         duration_s: float | list[float] | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 2.5,
+        guidance_rescale: float = 0.0,
         negative_prompt: str | list[str] | None = None,
         num_motions_per_prompt: int = 1,
         eta: float = 0.0,
@@ -230,6 +251,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             num_inference_steps: denoising steps (<= the scheduler's training steps; 1000 for full DDPM).
             guidance_scale: classifier-free guidance ``uncond + s * (cond - uncond)``; 1 disables it
                 (conditional only), 0 ignores the text.
+            guidance_rescale: blend in the guided prediction rescaled to the conditional one's spread
+                (:func:`rescale_guidance`; 0 = plain guidance, diffusers' ``guidance_rescale``).
             negative_prompt: text to steer away from (replaces the empty condition of the unconditional branch).
             num_motions_per_prompt: samples per prompt (outputs are prompt-major).
             eta: DDIM only: the share of fresh noise per step (0 = deterministic DDIM, 1 = as much as DDPM).
@@ -254,6 +277,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             )
         if not isinstance(num_motions_per_prompt, int) or num_motions_per_prompt < 1:
             raise ValueError(f"`num_motions_per_prompt` must be a positive integer, got {num_motions_per_prompt!r}")
+        if not isinstance(guidance_rescale, (int, float)) or not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"`guidance_rescale` must be a number in [0, 1], got {guidance_rescale!r}")
         if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
             raise ValueError(f"`eta` must be a number in [0, 1], got {eta!r}")
         if eta and not isinstance(self.scheduler, DDIMScheduler):
@@ -313,7 +338,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps)
         latents = latents * self.scheduler.init_noise_sigma
         inputs = dict(latents=latents, states=branch_states, drop=branch_drop, mask=branch_mask)
-        step_kwargs = {}
+        step_kwargs = {"rescale": float(guidance_rescale)} if guidance_rescale else {}  # (not a scheduler argument)
         if eta:  # DDIM's step noise, drawn up front per clip (like the initial noise): replayable and batch-independent
             steps = len(self.scheduler.timesteps)
             noise = randn_tensor((batch, steps, full_frames, channels), generator=generator, device=device,
@@ -336,7 +361,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         if output_type == "motion":
             metadata = {
                 "generator": "Express4DMDMPipeline", "scheduler": type(self.scheduler).__name__,
-                "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": float(eta),
+                "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                "guidance_rescale": float(guidance_rescale), "eta": float(eta),
             }  # fmt: skip
             motions = to_face_motions(raw, lengths, captions, fps=fps, **metadata)
             return MotionPipelineOutput(motions=motions) if return_dict else (motions,)
@@ -348,11 +374,13 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
 
     def _denoise(self, latents, states, drop, mask, guidance, noise=None, step_kwargs=None, progress=True) -> torch.Tensor:
         """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d
-        tensor; ``noise`` ``[steps, B, T, C]`` is DDIM's per-step noise when ``eta > 0``."""
+        tensor; ``noise`` ``[steps, B, T, C]`` is DDIM's per-step noise when ``eta > 0``; ``step_kwargs`` go to
+        ``scheduler.step``, except ``rescale`` (the guidance rescale)."""
         batch = latents.shape[0]
         guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
         timesteps = self.scheduler.timesteps
-        step_kwargs = step_kwargs or {}
+        step_kwargs = dict(step_kwargs or {})
+        rescale = step_kwargs.pop("rescale", 0.0)
         for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
             model_input = self.scheduler.scale_model_input(latents, t)
             if guided:
@@ -362,6 +390,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             if guided:
                 x0_cond, x0_uncond = x0.chunk(2)
                 x0 = x0_uncond + guidance * (x0_cond - x0_uncond)
+                if rescale:
+                    x0 = rescale_guidance(x0, x0_cond, mask[:batch], rescale)
             if noise is not None:
                 step_kwargs = {**step_kwargs, "variance_noise": noise[i]}
             latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
@@ -456,4 +486,5 @@ def _step_parameters(scheduler) -> set[str]:
     return set(inspect.signature(scheduler.step).parameters)
 
 
-__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "is_deterministic", "make_scheduler"]
+__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "is_deterministic", "make_scheduler",
+           "rescale_guidance"]
