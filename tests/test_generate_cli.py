@@ -68,6 +68,17 @@ def test_generate_to_csv_path_with_several_prompts(model_dir, tmp_path):
     assert read_livelink_csv(target.parent / "face_01.csv").num_frames == 75
 
 
+def test_generate_passes_eta_and_guidance_rescale(model_dir, tmp_path, capsys):
+    base = ["generate", "A person blinks", "--model", str(model_dir), "--frames", "25", "--steps", "3"]
+    assert main(base + ["--eta", "0.5", "--guidance-rescale", "0.7", "--out", str(tmp_path / "a.csv")]) == 0
+    clip = FaceMotion.from_dict(json.loads((tmp_path / "a.json").read_text()))
+    assert clip.metadata["eta"] == 0.5 and clip.metadata["guidance_rescale"] == 0.7
+    assert main(base + ["--out", str(tmp_path / "b.csv")]) == 0
+    assert (tmp_path / "a.csv").read_text() != (tmp_path / "b.csv").read_text()
+    assert main(base + ["--scheduler", "dpmsolver++", "--eta", "0.5", "--out", str(tmp_path / "c.csv")]) == 2
+    assert "applies to DDIM" in capsys.readouterr().err
+
+
 def test_generate_errors_are_one_line(model_dir, tmp_path, capsys):
     assert main(["generate", "A person smiles", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "model_index.json" in capsys.readouterr().err

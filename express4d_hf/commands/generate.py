@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--guidance", type=float, default=None, help="classifier-free guidance scale (default 2.5; 1 = off)"
     )
+    parser.add_argument("--guidance-rescale", type=float, default=None,
+                        help="pull the guided motion's spread back towards the conditional one's, 0..1 (MDM; default 0)")  # fmt: skip
+    parser.add_argument("--eta", type=float, default=None, help="DDIM's per-step noise share, 0..1 (MDM with ddim; default 0)")
     parser.add_argument("--scheduler", choices=["saved", "ddpm", "ddim", "dpmsolver++"], default="ddim",
                         help="sampler of a diffusion pipeline (default: ddim; 'saved' keeps the folder's, DDPM for MDM)")  # fmt: skip
     parser.add_argument("--negative-prompt", default=None, help="text to steer away from (diffusion pipelines)")
@@ -84,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
 
     requested: dict[str, Any] = {
         "num_frames": args.frames, "duration_s": args.duration, "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance, "negative_prompt": args.negative_prompt,
+        "guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale, "eta": args.eta,
+        "negative_prompt": args.negative_prompt,
         "num_motions_per_prompt": args.num_motions if args.num_motions != 1 else None,
     }  # fmt: skip
     accepted = set(inspect.signature(pipe.__call__).parameters)
