@@ -95,16 +95,16 @@ def _mark_done(folder: Path, stage: str, key: str, config: dict[str, Any], secon
     atomic_write_text(folder / "stage.json", json.dumps({"stage": stage, "key": key, "config": config, "seconds": seconds}, indent=2, default=str))
 
 
-def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str, fn: Callable[[], Any], resume: bool) -> bool:
-    """Run ``fn`` unless ``folder`` already holds this stage's output for the same config and data."""
+def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str, fn: Callable[[], Any], resume: bool) -> float:
+    """Run ``fn`` unless ``folder`` already holds this stage's output for the same config and data; the seconds spent."""
+    t0 = time.perf_counter()
     key = _stage_key(name, config, fingerprint)
     if resume and _stage_done(folder, key):
         logger.info("[%s] up to date in %s, skipped", name, folder)
-        return False
+        return time.perf_counter() - t0
     if (folder / "stage.json").exists():
         (folder / "stage.json").unlink()  # a different config: its output is stale
     logger.info("[%s] running -> %s", name, folder)
-    t0 = time.perf_counter()
     try:
         fn()
     except KeyboardInterrupt:
@@ -114,8 +114,9 @@ def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str
             f"stage '{name}' failed: {type(err).__name__}: {err}. Earlier stages are kept; fix the cause and re-run "
             "the same command to resume."
         ) from err
-    _mark_done(folder, name, key, config, time.perf_counter() - t0)
-    return True
+    seconds = time.perf_counter() - t0
+    _mark_done(folder, name, key, config, seconds)
+    return seconds
 
 
 def _test_subset(clips: list[FaceMotion], max_clips: int | None, group_size: int) -> list[FaceMotion]:
@@ -296,27 +297,22 @@ def _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir
     seconds: dict[str, float] = {}
     steps = config.max_steps
     eval_cfg = EvaluatorTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "evaluator"))
-    t0 = time.perf_counter()
-    _run_stage("evaluator", evaluator_dir, asdict(eval_cfg), fingerprint,
-               lambda: train_evaluator(data_dir, evaluator_dir, eval_cfg, progress=progress, resume=resume), resume)  # fmt: skip
-    seconds["train_evaluator_s"] = time.perf_counter() - t0
+    seconds["train_evaluator_s"] = _run_stage("evaluator", evaluator_dir, asdict(eval_cfg), fingerprint,
+        lambda: train_evaluator(data_dir, evaluator_dir, eval_cfg, progress=progress, resume=resume), resume)  # fmt: skip
     if "mdm" in config.models:
         from .training.mdm import MDMTrainConfig, train_mdm
 
         mdm_cfg = MDMTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "mdm"))
-        t0 = time.perf_counter()
-        _run_stage("mdm", mdm_dir, asdict(mdm_cfg), fingerprint,
-                   lambda: train_mdm(data_dir, mdm_dir, mdm_cfg, progress=progress, resume=resume), resume)  # fmt: skip
-        seconds["train_mdm_s"] = time.perf_counter() - t0
+        seconds["train_mdm_s"] = _run_stage("mdm", mdm_dir, asdict(mdm_cfg), fingerprint,
+            lambda: train_mdm(data_dir, mdm_dir, mdm_cfg, progress=progress, resume=resume), resume)  # fmt: skip
     if "t2m-gpt" in config.models:
         from .training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
 
         vq_cfg = VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))
         gpt_cfg = GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt"))
-        t0 = time.perf_counter()
-        _run_stage("t2m_gpt", t2m_dir, {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg)}, fingerprint,
-                   lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, progress=progress, resume=resume), resume)  # fmt: skip
-        seconds["train_t2m_gpt_s"] = time.perf_counter() - t0
+        seconds["train_t2m_gpt_s"] = _run_stage("t2m_gpt", t2m_dir, {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg)},
+            fingerprint, lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, progress=progress, resume=resume),
+            resume)  # fmt: skip
     return seconds
 
 

@@ -185,9 +185,10 @@ def test_full_length_padding_of_recorded_loops_leaves_clips_unchanged(text_encod
     eager = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs)
     seen = []
 
-    def replay_without_graph(steps, guidance_scale, step_kwargs, **inputs):  # the recorded loop's computation
+    def replay_without_graph(steps, guidance_scale, rescale, step_kwargs, **inputs):  # the recorded loop's computation
         seen.append(inputs["latents"].shape)
-        return pipe._denoise(guidance=torch.tensor(guidance_scale), step_kwargs=step_kwargs, progress=False, **inputs)
+        return pipe._denoise(guidance=torch.tensor(guidance_scale), rescale=rescale, step_kwargs=step_kwargs,
+                             progress=False, **inputs)  # fmt: skip
 
     monkeypatch.setattr(pipe, "_replays", lambda device: True)
     monkeypatch.setattr(pipe, "_replay", replay_without_graph)

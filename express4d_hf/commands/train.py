@@ -45,6 +45,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     return real.func(real)
 
 
+def add_pipeline_train_arguments(parser) -> None:
+    """Arguments of the verbs that end in a text-to-motion pipeline (mdm, t2m-gpt)."""
+    parser.add_argument("--text-encoder", default=None, metavar="NAME_OR_PATH",
+                        help="transformers text encoder (default: the offline all-MiniLM-L6-v2)")  # fmt: skip
+    parser.add_argument("--evaluator", default=None, metavar="DIR",
+                        help="after training, score the model with this evaluator folder (test split, a few "
+                        "replications, next to a text-blind control) and put the numbers in the model card")  # fmt: skip
+    parser.add_argument("--replications", type=int, default=3, help="replications of the --evaluator check (default 3)")
+
+
 def add_common_train_arguments(parser, default_out: str) -> None:
     """Arguments every `express4d train ...` verb shares."""
     parser.add_argument("--data", default=None, help="release folder, built dataset folder or hub id (default: embedded procedural corpus)")

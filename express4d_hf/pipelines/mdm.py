@@ -338,7 +338,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps)
         latents = latents * self.scheduler.init_noise_sigma
         inputs = dict(latents=latents, states=branch_states, drop=branch_drop, mask=branch_mask)
-        step_kwargs = {"rescale": float(guidance_rescale)} if guidance_rescale else {}  # (not a scheduler argument)
+        step_kwargs = {}
         if eta:  # DDIM's step noise, drawn up front per clip (like the initial noise): replayable and batch-independent
             steps = len(self.scheduler.timesteps)
             noise = randn_tensor((batch, steps, full_frames, channels), generator=generator, device=device,
@@ -348,9 +348,9 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         elif not replay and "generator" in _step_parameters(self.scheduler):  # DDPM's ancestral noise
             step_kwargs["generator"] = generator
         if replay:
-            latents = self._replay(num_inference_steps, guidance_scale, step_kwargs, **inputs)
+            latents = self._replay(num_inference_steps, guidance_scale, float(guidance_rescale), step_kwargs, **inputs)
         else:
-            latents = self._denoise(guidance=guidance_scale, step_kwargs=step_kwargs, **inputs)
+            latents = self._denoise(guidance=guidance_scale, rescale=guidance_rescale, step_kwargs=step_kwargs, **inputs)
         latents, mask = latents[:, :frames], mask[:, :frames]
 
         keep = mask[..., None].to(latents.dtype)
@@ -372,15 +372,15 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             return values, lengths
         return MotionBatchOutput(motions=values, lengths=lengths, captions=captions, fps=fps)
 
-    def _denoise(self, latents, states, drop, mask, guidance, noise=None, step_kwargs=None, progress=True) -> torch.Tensor:
+    def _denoise(self, latents, states, drop, mask, guidance, rescale=0.0, noise=None, step_kwargs=None,
+                 progress=True) -> torch.Tensor:  # fmt: skip
         """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d
-        tensor; ``noise`` ``[steps, B, T, C]`` is DDIM's per-step noise when ``eta > 0``; ``step_kwargs`` go to
-        ``scheduler.step``, except ``rescale`` (the guidance rescale)."""
+        tensor, ``rescale`` the guidance rescale; ``noise`` ``[steps, B, T, C]`` is DDIM's per-step noise when
+        ``eta > 0``; ``step_kwargs`` go to ``scheduler.step``."""
         batch = latents.shape[0]
         guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
         timesteps = self.scheduler.timesteps
-        step_kwargs = dict(step_kwargs or {})
-        rescale = step_kwargs.pop("rescale", 0.0)
+        step_kwargs = step_kwargs or {}
         for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
             model_input = self.scheduler.scale_model_input(latents, t)
             if guided:
@@ -397,15 +397,16 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
         return latents
 
-    def _replay(self, num_inference_steps: int, guidance_scale: float, step_kwargs: dict, **inputs: torch.Tensor) -> torch.Tensor:
+    def _replay(self, num_inference_steps: int, guidance_scale: float, rescale: float, step_kwargs: dict,
+                **inputs: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """Run the loop through its CUDA graph, recording it on the first call of this shape."""
         weights = tuple(p.data_ptr() for p in self.denoiser.parameters())  # a cast or reload re-records
         key = (type(self.scheduler).__name__, json.dumps(dict(self.scheduler.config), sort_keys=True, default=str),
-               num_inference_steps, json.dumps(step_kwargs, sort_keys=True),
+               num_inference_steps, rescale, json.dumps(step_kwargs, sort_keys=True),
                tuple((name, tuple(value.shape)) for name, value in inputs.items()), weights)  # fmt: skip
         loop = self._recorded_loops.get(key)
         if loop is None:
-            loop = self._record(num_inference_steps, guidance_scale, step_kwargs, inputs)
+            loop = self._record(num_inference_steps, guidance_scale, rescale, step_kwargs, inputs)
             self._recorded_loops[key] = loop
             while len(self._recorded_loops) > MAX_CACHED_GRAPHS:
                 self._recorded_loops.popitem(last=False)
@@ -416,7 +417,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         loop.graph.replay()
         return loop.output.clone()
 
-    def _record(self, num_inference_steps: int, guidance_scale: float, step_kwargs: dict,
+    def _record(self, num_inference_steps: int, guidance_scale: float, rescale: float, step_kwargs: dict,
                 inputs: dict[str, torch.Tensor]) -> _RecordedLoop:  # fmt: skip
         device = inputs["latents"].device
         static = {name: value.clone() for name, value in inputs.items()}
@@ -425,7 +426,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         def loop() -> torch.Tensor:
             self.scheduler.set_timesteps(num_inference_steps)
             return self._denoise(static["latents"], static["states"], static["drop"], static["mask"],
-                                 static["guidance"], static.get("noise"), step_kwargs, progress=False)  # fmt: skip
+                                 static["guidance"], rescale, static.get("noise"), step_kwargs, progress=False)  # fmt: skip
 
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))

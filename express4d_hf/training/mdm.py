@@ -407,7 +407,7 @@ def metrics_markdown(scores: dict[str, Any]) -> str:
 # --- command line --------------------------------------------------------------------------------------------
 def add_train_command(subparsers) -> None:
     """``express4d train mdm``."""
-    from ..commands.train import add_common_train_arguments
+    from ..commands.train import add_common_train_arguments, add_pipeline_train_arguments
 
     parser = subparsers.add_parser(
         "mdm",
@@ -418,14 +418,9 @@ def add_train_command(subparsers) -> None:
         "(accelerate launch -m express4d_hf.cli train mdm ...).",
     )
     add_common_train_arguments(parser, default_out="runs/mdm")
-    parser.add_argument("--text-encoder", default=None, metavar="NAME_OR_PATH",
-                        help="transformers text encoder (default: the offline all-MiniLM-L6-v2)")  # fmt: skip
+    add_pipeline_train_arguments(parser)
     parser.add_argument("--learning-rate", type=float, default=None, help="override the preset's peak learning rate")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (worth it on GPU)")
-    parser.add_argument("--evaluator", default=None, metavar="DIR",
-                        help="after training, score the model with this evaluator folder (test split, a few "
-                        "replications, next to a text-blind control) and put the numbers in the model card")  # fmt: skip
-    parser.add_argument("--replications", type=int, default=3, help="replications of the --evaluator check (default 3)")
     parser.set_defaults(func=_run_command)
 
 

@@ -773,7 +773,7 @@ def metrics_markdown(scores: dict[str, Any]) -> str:
 # --- command line --------------------------------------------------------------------------------------------
 def add_train_command(subparsers) -> None:
     """``express4d train t2m-gpt`` (both stages) and ``express4d train vqvae`` (stage 1 alone)."""
-    from ..commands.train import add_common_train_arguments
+    from ..commands.train import add_common_train_arguments, add_pipeline_train_arguments
 
     gpt = subparsers.add_parser(
         "t2m-gpt",
@@ -787,13 +787,8 @@ def add_train_command(subparsers) -> None:
     gpt.add_argument("--vqvae", default=None, metavar="DIR",
                      help="reuse a trained tokenizer (the --out of `express4d train vqvae` or of a T2M-GPT run) instead of stage 1")  # fmt: skip
     gpt.add_argument("--vqvae-steps", type=int, default=None, help="override stage 1's number of steps (--max-steps sets stage 2's)")
-    gpt.add_argument("--text-encoder", default=None, metavar="NAME_OR_PATH",
-                     help="transformers text encoder (default: the offline all-MiniLM-L6-v2)")  # fmt: skip
+    add_pipeline_train_arguments(gpt)
     gpt.add_argument("--learning-rate", type=float, default=None, help="override the GPT's peak learning rate")
-    gpt.add_argument("--evaluator", default=None, metavar="DIR",
-                     help="after training, score the model with this evaluator folder (test split, a few replications, "
-                     "next to a text-blind control) and put the numbers in the model card")  # fmt: skip
-    gpt.add_argument("--replications", type=int, default=3, help="replications of the --evaluator check (default 3)")
     gpt.set_defaults(func=_run_t2m_gpt)
 
     vq = subparsers.add_parser(
