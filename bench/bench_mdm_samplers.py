@@ -32,10 +32,19 @@ def parse_spec(spec: str) -> dict:
     return out
 
 
+TABLE_HEADER = "| sampler | R@3 ↑ | FID ↓ | MM-Dist ↓ | Diversity → | AITS (s/clip) |\n|---|---|---|---|---|---|"
+
+
+def table_line(row: dict) -> str:
+    m = row["metrics"]
+    cells = [f"{m[k]['mean']:.3f} ± {m[k]['ci95']:.3f}" for k in ("r_precision_top3", "fid", "mm_dist", "diversity")]
+    return f"| {row['spec']} | " + " | ".join(cells) + f" | {row['aits_s']:.4f} |"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="a finished `express4d benchmark` folder (with its DDPM row)")
-    parser.add_argument("specs", nargs="+", type=parse_spec, help="SAMPLER:STEPS[:ETA[:GUIDANCE[:RESCALE]]] (ddim, dpmsolver++)")
+    parser.add_argument("specs", nargs="+", type=parse_spec, help="SAMPLER:STEPS[:ETA[:GUIDANCE[:RESCALE]]] (ddim, dpmsolver++, sde-dpmsolver++)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
 
@@ -60,13 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
             label = (f"{config.fast_sampler}:{config.fast_steps}, eta {config.fast_eta:g}, guidance {config.guidance_scale:g}"
                      f", rescale {config.fast_guidance_rescale:g}")  # fmt: skip
             rows.append(dict(fast, spec=label))
-            print(f"scored {label}", flush=True)
-    lines = ["| sampler | R@3 ↑ | FID ↓ | MM-Dist ↓ | Diversity → | AITS (s/clip) |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        m = r["metrics"]
-        cells = [f"{m[k]['mean']:.3f} ± {m[k]['ci95']:.3f}" for k in ("r_precision_top3", "fid", "mm_dist", "diversity")]
-        lines.append(f"| {r['spec']} | " + " | ".join(cells) + f" | {r['aits_s']:.4f} |")
-    print("\n".join(lines))
+            print(table_line(rows[-1]), flush=True)  # as it comes: a long sweep may be cut short
+    print("\n".join([TABLE_HEADER, *map(table_line, rows)]))
     result = run_metadata(vars(args) | {"specs": args.specs}, run=str(run), rows=rows)
     if args.json:
         write_json(args.json, result)

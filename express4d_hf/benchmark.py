@@ -46,7 +46,7 @@ class BenchmarkConfig:
     replications: int = 5  # protocol replications (the paper uses 20)
     max_test_clips: int | None = 128  # test subset in whole groups of 32 (None = whole test split)
     models: tuple[str, ...] = ALL_MODELS  # baselines to train and score
-    fast_sampler: str = "ddim"  # "ddim" or "dpmsolver++" for the fast MDM row
+    fast_sampler: str = "ddim"  # "ddim", "dpmsolver++" or "sde-dpmsolver++" for the fast MDM row
     fast_steps: int = 50  # denoising steps of the fast MDM row
     fast_eta: float = 0.0  # DDIM's per-step noise share in the fast row (0 = deterministic DDIM)
     fast_guidance_rescale: float = 0.0  # guidance rescale of the fast row (pipeline's guidance_rescale)
@@ -63,7 +63,10 @@ class BenchmarkConfig:
         if name == "tiny":
             base = cls()
         elif name == "paper":
-            base = cls(preset="paper", replications=20, max_test_clips=None, full_ddpm=True, multimodality=True)
+            # guidance rescale 0.7: measured on two paper-size trainings, 50-step DDIM then matches 1000-step DDPM
+            # at equal settings and beats plain-guidance DDPM on FID (docs/BENCHMARKS.md)
+            base = cls(preset="paper", replications=20, max_test_clips=None, full_ddpm=True, multimodality=True,
+                       fast_guidance_rescale=0.7)  # fmt: skip
         else:
             raise ValueError(f"unknown preset {name!r}; choose 'tiny' or 'paper'")
         for key, value in overrides.items():

@@ -7,6 +7,7 @@ TRAIN_FPS = 20  # models see motion at 20 fps (the paper keeps every third frame
 MAX_FRAMES = 196  # at most 196 training frames (9.8 s at 20 fps); longer clips are cropped
 MIN_FRAMES = 20  # clips shorter than 20 training frames (1 s) are dropped
 MAX_LEADING_OFFSET = 10  # training samples lose a random 0..10 leading frames
+DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++")  # MDM samplers by short name (make_scheduler)
 EVAL_GROUP_SIZE = 32  # R-Precision ranks motions within consecutive groups of 32 pairs
 
 # Dataset and model card templates (``$field`` placeholders), shipped inside the package.

@@ -58,21 +58,39 @@ def text_hidden_size(model) -> int:
     return int(getattr(config, "hidden_size", None) or config.text_config.hidden_size)
 
 
-@torch.no_grad()
-def encode_prompts(tokenizer, model, prompts: list[str], max_length: int = 64):
-    """Encode prompts with a frozen text encoder.
+PROMPT_MAX_TOKENS = 64  # longer prompts are truncated (captions are one or two sentences)
 
-    Returns ``(pooled [B, D], tokens [B, L, D], mask [B, L] bool)``: token states of the last layer,
-    and their masked mean (the sentence-transformers pooling of MiniLM), both in the model's dtype.
+
+def tokenize_prompts(tokenizer, prompts: list[str], device: torch.device | str | None = None,
+                     max_length: int = PROMPT_MAX_TOKENS, fixed_length: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Token ids and attention mask (plus token types where the encoder has them) on ``device``.
+
+    ``fixed_length`` pads every batch to ``max_length`` tokens instead of its longest prompt: one shape for
+    any prompt, as a recorded CUDA graph needs (the attention mask keeps the embeddings unchanged).
     """
+    padding = "max_length" if fixed_length else True
+    batch = tokenizer(list(prompts), padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
+    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def pool_token_states(model, **tokens: torch.Tensor):
+    """``(pooled [B, D], tokens [B, L, D], mask [B, L] bool)`` for a :func:`tokenize_prompts` batch.
+
+    Token states of the last layer and their masked mean (the sentence-transformers pooling of MiniLM),
+    both in the model's dtype.
+    """
+    states = model(**tokens).last_hidden_state
+    mask = tokens["attention_mask"].bool()
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    return pooled, states, mask
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, model, prompts: list[str], max_length: int = PROMPT_MAX_TOKENS):
+    """Encode prompts with a frozen text encoder: :func:`tokenize_prompts` then :func:`pool_token_states`."""
     device = next(model.parameters()).device
-    batch = tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    tokens = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].bool()
-    weights = mask.unsqueeze(-1).to(tokens.dtype)
-    pooled = (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-    return pooled, tokens, mask
+    return pool_token_states(model, **tokenize_prompts(tokenizer, prompts, device, max_length))
 
 
 @lru_cache(maxsize=4)

@@ -19,8 +19,14 @@ from express4d_hf.models.mdm import MDMDenoiser
 from express4d_hf.models.normalizer import MotionNormalizer
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
 from express4d_hf.pipelines.loading import PipelineLoadError, load_pipeline
-from express4d_hf.pipelines.mdm import Express4DMDMPipeline, is_deterministic, make_scheduler, rescale_guidance
-from express4d_hf.text import load_text_encoder
+from express4d_hf.pipelines.mdm import (
+    Express4DMDMPipeline,
+    is_replayable,
+    make_scheduler,
+    rescale_guidance,
+    takes_step_noise,
+)
+from express4d_hf.text import encode_prompts, load_text_encoder, pool_token_states, tokenize_prompts
 
 TINY = dict(num_layers=2, hidden_size=64, ff_size=128, num_heads=4)
 PROMPTS = ["A person is smiling softly", "A person is blinking twice and then frowning"]
@@ -154,7 +160,7 @@ def test_batch_output_types_zero_past_length(pipe):
     assert isinstance(array, np.ndarray) and lengths == [20, 33]
 
 
-@pytest.mark.parametrize("name", ["ddim", "dpmsolver++"])
+@pytest.mark.parametrize("name", ["ddim", "dpmsolver++", "sde-dpmsolver++"])
 def test_scheduler_swap(text_encoder, name):
     pipe = make_pipe(text_encoder)
     pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
@@ -167,12 +173,29 @@ def test_scheduler_swap(text_encoder, name):
     assert np.isfinite(pipe(PROMPTS[0], num_frames=25, num_inference_steps=5).motions[0].values).all()
 
 
-def test_deterministic_schedulers_are_the_replayable_ones(pipe):
+def test_replayable_schedulers_and_step_noise(pipe):
     config = pipe.scheduler.config
-    assert not is_deterministic(make_scheduler("ddpm", config))  # draws noise every step
-    assert is_deterministic(make_scheduler("ddim", config))
-    assert is_deterministic(make_scheduler("dpmsolver++", config))
-    assert not is_deterministic(DPMSolverMultistepScheduler.from_config(config, algorithm_type="sde-dpmsolver++"))
+    assert not is_replayable(make_scheduler("ddpm", config))  # draws its own noise inside step()
+    for name in ("ddim", "dpmsolver++", "sde-dpmsolver++"):
+        assert is_replayable(make_scheduler(name, config))
+    assert not takes_step_noise(make_scheduler("ddim", config)) and takes_step_noise(make_scheduler("ddim", config), 0.5)
+    assert not takes_step_noise(make_scheduler("dpmsolver++", config))
+    assert takes_step_noise(make_scheduler("sde-dpmsolver++", config))
+    assert make_scheduler("sde-dpmsolver++", config).config.algorithm_type == "sde-dpmsolver++"
+
+
+def test_sde_dpmsolver_is_seeded_and_batch_independent(text_encoder):
+    pipe = make_pipe(text_encoder)
+    pipe.scheduler = make_scheduler("sde-dpmsolver++", pipe.scheduler.config)
+    kwargs = dict(num_inference_steps=5, output_type="pt")
+    batch = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], **kwargs).motions
+    again = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], **kwargs).motions
+    alone = pipe(PROMPTS[1], num_frames=25, generator=[gen(1)], **kwargs).motions
+    torch.testing.assert_close(batch, again)
+    torch.testing.assert_close(alone[0], batch[1, :25], atol=1e-5, rtol=1e-5)  # step noise drawn per clip
+    pipe.scheduler = make_scheduler("dpmsolver++", pipe.scheduler.config)
+    ode = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], **kwargs).motions
+    assert not torch.allclose(ode, batch)  # same start, but the SDE adds noise every step
 
 
 @pytest.mark.parametrize(("guidance", "eta", "rescale"), [(2.5, 0.0, 0.0), (1.0, 0.0, 0.0), (2.5, 0.7, 0.0), (2.5, 0.0, 0.7)])
@@ -257,7 +280,7 @@ def test_fast_sampling_on_cpu_keeps_float32_and_results(text_encoder):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("name", ["ddim", "dpmsolver++"])
+@pytest.mark.parametrize("name", ["ddim", "dpmsolver++", "sde-dpmsolver++"])
 def test_cuda_graph_replay_matches_the_eager_loop(text_encoder, name):
     pipe = make_pipe(text_encoder).to("cuda")
     pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
@@ -267,7 +290,7 @@ def test_cuda_graph_replay_matches_the_eager_loop(text_encoder, name):
     first = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions  # records
     again = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions  # replays
     other = pipe(PROMPTS, generator=[gen(5), gen(6)], guidance_scale=4.0, **kwargs).motions  # new inputs, same graph
-    assert len(pipe._recorded_loops) == 1
+    assert len(pipe._graphs) == 2  # the text encoder and the loop, each recorded once
     torch.testing.assert_close(first, eager, atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(again, first)
     assert not torch.allclose(other, first)
@@ -392,3 +415,43 @@ def test_train_command_ends_in_loadable_folder_and_resumes(tiny_dataset, tmp_pat
     assert pipe.normalizer.std.min() > 0 and pipe.normalizer.mean.abs().sum() > 0  # real train stats
     motion = pipe("A person is smiling", num_frames=30, num_inference_steps=2).motions[0]
     assert motion.num_frames == 30 and np.isfinite(motion.values).all()
+
+
+def test_fixed_length_tokens_give_the_same_text_embeddings(text_encoder):
+    """The recorded text encoder pads every prompt to 64 tokens; the attention mask must make that invisible."""
+    tokenizer, encoder = text_encoder
+    prompts = ["A person blinks", "A person is squinting briefly and then opening their eyes wide"]
+    fixed = tokenize_prompts(tokenizer, prompts, fixed_length=True)
+    assert fixed["input_ids"].shape == (2, 64)
+    with torch.no_grad():
+        padded, _, _ = pool_token_states(encoder, **fixed)
+    dynamic, _, _ = encode_prompts(tokenizer, encoder, prompts)
+    torch.testing.assert_close(padded, dynamic, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_recorded_text_encoder_matches_the_eager_one(text_encoder):
+    pipe = make_pipe(text_encoder).to("cuda")
+    prompts = ["A person blinks", "A person is smiling widely and then frowning"]
+    eager = pipe.encode_text(prompts)
+    pipe.enable_fast_sampling(dtype=torch.float32)
+    first, again = pipe.encode_text(prompts), pipe.encode_text(prompts[::-1])  # records, then replays new prompts
+    torch.testing.assert_close(first, eager, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(again, eager.flip(0), atol=1e-4, rtol=1e-4)
+    assert len(pipe._graphs) == 1
+    pipe.disable_fast_sampling()
+
+
+def test_fast_path_keys_notice_casts_and_swapped_components(text_encoder):
+    """Recordings are keyed by the weights' storage: a cast or a new component must give a new key."""
+    pipe = make_pipe(text_encoder).to("cpu").enable_fast_sampling()  # (GPU tests move the shared text encoder)
+    assert pipe._execution_device == torch.device("cpu") == pipe._fast_device
+    key = pipe._weights_key("denoiser")
+    assert pipe._weights_key("denoiser") == key  # cached parameter list, same answer
+    torch.nn.Module.to(pipe.denoiser, torch.float64)
+    cast = pipe._weights_key("denoiser")
+    assert cast != key
+    pipe.denoiser = MDMDenoiser.from_preset("tiny", **TINY)
+    assert pipe._weights_key("denoiser") != cast  # (the freed float32 storage may be reused: only `cast` is alive)
+    pipe.disable_fast_sampling()
+    assert pipe._fast_device is None and pipe._execution_device == torch.device("cpu")

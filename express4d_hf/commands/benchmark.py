@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..constants import DIFFUSION_SAMPLERS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -24,11 +26,11 @@ def register(subparsers) -> None:
                         help="also score MDM with the 1000-step DDPM sampler (default: on in paper, off in tiny)")  # fmt: skip
     parser.add_argument("--multimodality", action=argparse.BooleanOptionalAction, default=None,
                         help="also compute Multimodality (default: on in paper, off in tiny)")  # fmt: skip
-    parser.add_argument("--sampler", choices=["ddim", "dpmsolver++"], default=None, help="fast MDM sampler (default ddim)")
+    parser.add_argument("--sampler", choices=DIFFUSION_SAMPLERS[1:], default=None, help="fast MDM sampler (default ddim)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps of the fast MDM row (default 50)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance of the MDM rows (default 2.5)")
     parser.add_argument("--guidance-rescale", type=float, default=None,
-                        help="guidance rescale of the fast MDM row, 0..1 (default 0; see rescale_guidance)")  # fmt: skip
+                        help="guidance rescale of the fast MDM row, 0..1 (default: tiny 0, paper 0.7; see rescale_guidance)")  # fmt: skip
     parser.add_argument("--eta", type=float, default=None, help="DDIM's per-step noise share in the fast MDM row (default 0)")
     parser.add_argument("--fast-sampling", action=argparse.BooleanOptionalAction, default=None,
                         help="on a GPU, sample MDM in bf16 with replayed CUDA graphs (default: on)")  # fmt: skip

@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..constants import DIFFUSION_SAMPLERS
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance-rescale", type=float, default=None,
                         help="pull the guided motion's spread back towards the conditional one's, 0..1 (MDM; default 0)")  # fmt: skip
     parser.add_argument("--eta", type=float, default=None, help="DDIM's per-step noise share, 0..1 (MDM with ddim; default 0)")
-    parser.add_argument("--scheduler", choices=["saved", "ddpm", "ddim", "dpmsolver++"], default="ddim",
+    parser.add_argument("--scheduler", choices=["saved", *DIFFUSION_SAMPLERS], default="ddim",
                         help="sampler of a diffusion pipeline (default: ddim; 'saved' keeps the folder's, DDPM for MDM)")  # fmt: skip
     parser.add_argument("--negative-prompt", default=None, help="text to steer away from (diffusion pipelines)")
     parser.add_argument("--num-motions", type=int, default=1, help="motions per prompt (default 1)")

@@ -22,8 +22,6 @@ replayed on later calls: at batch 1 the eager loop is bound by thousands of kern
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,10 +29,10 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from diffusers.utils.torch_utils import randn_tensor
 from torch.nn import functional as F
 
-from ..constants import MAX_FRAMES
+from ..constants import DIFFUSION_SAMPLERS, MAX_FRAMES
 from ..models.mdm import MDMDenoiser
 from ..models.normalizer import MotionNormalizer
-from ..text import encode_prompts, load_text_encoder
+from ..text import encode_prompts, load_text_encoder, pool_token_states, tokenize_prompts
 from .common import (
     ModelCardMixin,
     MotionBatchOutput,
@@ -45,10 +43,12 @@ from .common import (
     resolve_num_frames,
     to_face_motions,
 )
+from .cuda_graphs import GraphCache, weight_pointers
 
 OUTPUT_TYPES = ("motion", "pt", "np", "latent")
-SCHEDULER_NAMES = ("ddpm", "ddim", "dpmsolver++")
-MAX_CACHED_GRAPHS = 8  # recorded sampling loops kept per pipeline (one per batch size / steps / scheduler)
+SCHEDULER_NAMES = DIFFUSION_SAMPLERS
+MAX_CACHED_GRAPHS = 16  # recordings kept per pipeline: a sampling loop per batch size / steps / scheduler,
+# a text encoder per batch size
 
 
 def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
@@ -65,32 +65,45 @@ def make_scheduler(name: str, config) -> Any:
     """A sampler by short name, built from another scheduler's ``config`` (same betas and prediction type).
 
     ``"ddpm"`` (ancestral, meant for the full 1000 steps), ``"ddim"`` (deterministic, 20-100 steps) or
-    ``"dpmsolver++"`` (multistep DPM-Solver++, 10-50 steps). Few-step samplers use "trailing" timestep
-    spacing so the last step lands on t=0.
+    ``"dpmsolver++"`` (multistep DPM-Solver++, 10-50 steps) or ``"sde-dpmsolver++"`` (its stochastic
+    variant: fresh noise every step, like DDPM, but second order: 20-50 steps). Few-step samplers use
+    "trailing" timestep spacing so the sampling starts from pure noise (t=999).
     """
     if name == "ddpm":
         return DDPMScheduler.from_config(config)
     if name == "ddim":
         return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True)
-    if name in ("dpmsolver++", "dpm", "dpm-solver++"):
+    if name in ("dpmsolver++", "dpm", "dpm-solver++", "sde-dpmsolver++"):
+        algorithm = "sde-dpmsolver++" if name.startswith("sde") else "dpmsolver++"
         return DPMSolverMultistepScheduler.from_config(
-            config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"
+            config, algorithm_type=algorithm, solver_order=2, timestep_spacing="trailing"
         )
     raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
 
 
-def is_deterministic(scheduler) -> bool:
-    """True when ``scheduler.step`` draws no noise of its own (as the pipeline calls it), so a recorded loop
-    replays exactly.
+def takes_step_noise(scheduler, eta: float = 0.0) -> bool:
+    """True when each step adds fresh noise that the pipeline draws up front and passes in
+    (``variance_noise``): DDIM with ``eta > 0`` and the SDE variants of DPM-Solver.
 
-    DDIM qualifies (with ``eta > 0`` the pipeline draws its step noise up front and passes it in), as do the
-    ODE variants of DPM-Solver / UniPC; DDPM's ancestral sampler and SDE solvers draw fresh noise every step
-    and run eagerly.
+    Drawn up front, per clip, the noise depends only on the clip's generator (not on its batch), and a
+    recorded loop replays exactly because the noise is one of its inputs.
+    """
+    if isinstance(scheduler, DDIMScheduler):
+        return eta > 0
+    return "variance_noise" in _step_parameters(scheduler) and "sde" in str(
+        getattr(scheduler.config, "algorithm_type", "")
+    )
+
+
+def is_replayable(scheduler) -> bool:
+    """True when the sampling loop, as the pipeline runs it, draws no random numbers of its own, so
+    :meth:`Express4DMDMPipeline.enable_fast_sampling` can record it as a CUDA graph and replay it.
+
+    DDIM (any ``eta``), DPM-Solver++ (ODE and SDE: see :func:`takes_step_noise`) and UniPC qualify;
+    DDPM's ancestral sampler draws its noise inside ``step`` from a generator and runs eagerly.
     """
     name = type(scheduler).__name__
-    if name == "DPMSolverMultistepScheduler":
-        return "sde" not in scheduler.config.algorithm_type
-    return name in ("DDIMScheduler", "UniPCMultistepScheduler")
+    return name in ("DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 
 
 def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, rescale: float) -> torch.Tensor:
@@ -111,15 +124,6 @@ def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, mask: torch.Tenso
 
     ratio = (spread(cond) / spread(guided).clamp_min(1e-6))[:, None, None]
     return rescale * guided * ratio + (1.0 - rescale) * guided
-
-
-@dataclass
-class _RecordedLoop:
-    """One sampling loop captured as a CUDA graph: copy new inputs into ``inputs``, replay, read ``output``."""
-
-    graph: Any  # torch.cuda.CUDAGraph
-    inputs: dict[str, torch.Tensor]  # static input buffers: latents, states, drop, mask, (noise,) guidance
-    output: torch.Tensor  # the final latents, overwritten by every replay
 
 
 class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
@@ -148,18 +152,21 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         )
         self.set_progress_bar_config(leave=False)
         self._fast_sampling = False  # enable_fast_sampling(): replay recorded CUDA graphs
-        self._recorded_loops: OrderedDict[tuple, _RecordedLoop] = OrderedDict()
+        self._fast_device: torch.device | None = None  # the execution device, cached by enable_fast_sampling
+        self._parameter_lists: dict[str, tuple] = {}  # component name -> (module, its parameters), for graph keys
+        self._graphs = GraphCache(MAX_CACHED_GRAPHS)  # recorded text encoders and sampling loops
 
     # -- fast sampling -----------------------------------------------------------------------------------
     def enable_fast_sampling(self, dtype: torch.dtype | None = None, compile: bool = False) -> Express4DMDMPipeline:
         """Sample fast on a GPU: a bf16 denoiser and the whole sampling loop replayed as one CUDA graph.
 
         Call it after moving the pipeline to its device (``pipe.to("cuda").enable_fast_sampling()``).
-        With a deterministic scheduler (DDIM, DPM-Solver++; see :func:`is_deterministic`) on CUDA, the first
+        With a replayable scheduler (DDIM, DPM-Solver++; see :func:`is_replayable`) on CUDA, the first
         call of each shape (batch size, steps, scheduler) runs the loop once and records it; later calls copy
-        their noise and text into the recording and replay it. Clips are then padded to the model's full
+        their noise and text into the recording and replay it. The text encoder is recorded too (prompts
+        padded to 64 tokens), per batch size. Clips are then padded to the model's full
         length (196 frames) so that one recording serves every mix of lengths; the key-padding mask keeps
-        each clip's result independent of the padding. Stochastic samplers (DDPM) run eagerly, in ``dtype``.
+        each clip's result independent of the padding. DDPM's ancestral sampler runs eagerly, in ``dtype``.
 
         Args:
             dtype: the denoiser's dtype; default bf16 on CUDA (where supported), unchanged elsewhere.
@@ -167,6 +174,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 for about a minute).
 
         The cast stays: ``save_pretrained`` then writes bf16 weights (``pipe.to(torch.float32)`` first to avoid it).
+        Casts, moves and swapped components are noticed and re-recorded; after replacing parameter objects in
+        place (``load_state_dict(..., assign=True)``) call ``enable_fast_sampling`` again.
         Calls must not overlap on one pipeline (a recording has one set of input buffers).
         """
         device = self._execution_device
@@ -177,19 +186,42 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         if compile:
             self.denoiser.compile(dynamic=False)
         self._fast_sampling = True
-        self._recorded_loops.clear()
+        self._fast_device = device
+        self._parameter_lists.clear()
+        self._graphs.clear()
         return self
 
     def disable_fast_sampling(self) -> Express4DMDMPipeline:
         """Back to the eager loop: frees the recorded graphs and drops the compiled denoiser (its dtype stays:
         ``pipe.to(torch.float32)`` casts back)."""
         self._fast_sampling = False
+        self._fast_device = None
+        self._parameter_lists.clear()
         self.denoiser._compiled_call_impl = None  # undo nn.Module.compile
-        self._recorded_loops.clear()
+        self._graphs.clear()
         return self
 
+    @property
+    def _execution_device(self) -> torch.device:
+        # diffusers' property scans every submodule for offloading hooks (about 1 ms a call, twice per call: a
+        # fifth of a replayed batch-1 sample). On the fast path the device is cached, and trusted while the
+        # denoiser's weights are on it (with CPU offloading they are not, and the full scan runs).
+        cached = getattr(self, "_fast_device", None)  # (unset while __init__ registers the components)
+        if cached is not None and next(self.denoiser.parameters()).device == cached:
+            return cached
+        return super()._execution_device
+
+    def _weights_key(self, name: str) -> tuple[int, ...]:
+        """Storage addresses of component ``name``'s weights, part of a recording's key (a cast or a reload
+        moves them). The parameter list is cached per module object: walking it costs more than reading it."""
+        module = getattr(self, name)
+        cached = self._parameter_lists.get(name)
+        if cached is None or cached[0] is not module:
+            cached = self._parameter_lists[name] = (module, tuple(module.parameters()))
+        return weight_pointers(cached[1])
+
     def _replays(self, device: torch.device) -> bool:
-        return self._fast_sampling and device.type == "cuda" and is_deterministic(self.scheduler)
+        return self._fast_sampling and device.type == "cuda" and is_replayable(self.scheduler)
 
     @classmethod
     def from_components(
@@ -216,7 +248,13 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device."""
-        pooled, _, _ = encode_prompts(self.tokenizer, self.text_encoder, prompts)
+        device = self.text_encoder.device
+        if self._fast_sampling and device.type == "cuda":  # one recording per batch size: fixed-length tokens
+            tokens = tokenize_prompts(self.tokenizer, prompts, device, fixed_length=True)
+            key = ("text", tuple(tokens["input_ids"].shape), self._weights_key("text_encoder"))
+            pooled = self._graphs.run(key, lambda **t: pool_token_states(self.text_encoder, **t)[0], tokens)
+        else:
+            pooled, _, _ = encode_prompts(self.tokenizer, self.text_encoder, prompts)
         if pooled.shape[-1] != self.denoiser.config.text_dim:
             raise ValueError(
                 f"the text encoder gives {pooled.shape[-1]}-d embeddings but the denoiser expects "
@@ -338,13 +376,12 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps)
         latents = latents * self.scheduler.init_noise_sigma
         inputs = dict(latents=latents, states=branch_states, drop=branch_drop, mask=branch_mask)
-        step_kwargs = {}
-        if eta:  # DDIM's step noise, drawn up front per clip (like the initial noise): replayable and batch-independent
+        step_kwargs = {"eta": float(eta)} if eta else {}
+        if takes_step_noise(self.scheduler, eta):  # drawn up front per clip, like the initial noise
             steps = len(self.scheduler.timesteps)
             noise = randn_tensor((batch, steps, full_frames, channels), generator=generator, device=device,
                                  dtype=torch.float32)  # fmt: skip
             inputs["noise"] = noise[:, :, :run_frames].transpose(0, 1)
-            step_kwargs["eta"] = float(eta)
         elif not replay and "generator" in _step_parameters(self.scheduler):  # DDPM's ancestral noise
             step_kwargs["generator"] = generator
         if replay:
@@ -356,7 +393,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         keep = mask[..., None].to(latents.dtype)
         normalised = latents * keep
         raw = self.normalizer.denormalize(latents) * keep  # in float32 whatever the components' dtype
-        self.maybe_free_model_hooks()
+        if self._fast_device is None or getattr(self, "_all_hooks", None):  # (no hooks to reset on the fast path)
+            self.maybe_free_model_hooks()
 
         if output_type == "motion":
             metadata = {
@@ -375,8 +413,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
     def _denoise(self, latents, states, drop, mask, guidance, rescale=0.0, noise=None, step_kwargs=None,
                  progress=True) -> torch.Tensor:  # fmt: skip
         """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d
-        tensor, ``rescale`` the guidance rescale; ``noise`` ``[steps, B, T, C]`` is DDIM's per-step noise when
-        ``eta > 0``; ``step_kwargs`` go to ``scheduler.step``."""
+        tensor, ``rescale`` the guidance rescale; ``noise`` ``[steps, B, T, C]`` is the per-step noise of
+        :func:`takes_step_noise` samplers; ``step_kwargs`` go to ``scheduler.step``."""
         batch = latents.shape[0]
         guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
         timesteps = self.scheduler.timesteps
@@ -400,43 +438,17 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
     def _replay(self, num_inference_steps: int, guidance_scale: float, rescale: float, step_kwargs: dict,
                 **inputs: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """Run the loop through its CUDA graph, recording it on the first call of this shape."""
-        weights = tuple(p.data_ptr() for p in self.denoiser.parameters())  # a cast or reload re-records
-        key = (type(self.scheduler).__name__, json.dumps(dict(self.scheduler.config), sort_keys=True, default=str),
+        key = ("loop", type(self.scheduler).__name__, json.dumps(dict(self.scheduler.config), sort_keys=True, default=str),
                num_inference_steps, rescale, json.dumps(step_kwargs, sort_keys=True),
-               tuple((name, tuple(value.shape)) for name, value in inputs.items()), weights)  # fmt: skip
-        loop = self._recorded_loops.get(key)
-        if loop is None:
-            loop = self._record(num_inference_steps, guidance_scale, rescale, step_kwargs, inputs)
-            self._recorded_loops[key] = loop
-            while len(self._recorded_loops) > MAX_CACHED_GRAPHS:
-                self._recorded_loops.popitem(last=False)
-        self._recorded_loops.move_to_end(key)
-        for name, value in inputs.items():
-            loop.inputs[name].copy_(value)
-        loop.inputs["guidance"].fill_(float(guidance_scale))
-        loop.graph.replay()
-        return loop.output.clone()
+               tuple((name, tuple(value.shape)) for name, value in inputs.items()),
+               self._weights_key("denoiser"))  # fmt: skip
 
-    def _record(self, num_inference_steps: int, guidance_scale: float, rescale: float, step_kwargs: dict,
-                inputs: dict[str, torch.Tensor]) -> _RecordedLoop:  # fmt: skip
-        device = inputs["latents"].device
-        static = {name: value.clone() for name, value in inputs.items()}
-        static["guidance"] = torch.tensor(float(guidance_scale), device=device)
-
-        def loop() -> torch.Tensor:
+        def loop(latents, states, drop, mask, guidance, noise=None) -> torch.Tensor:
             self.scheduler.set_timesteps(num_inference_steps)
-            return self._denoise(static["latents"], static["states"], static["drop"], static["mask"],
-                                 static["guidance"], rescale, static.get("noise"), step_kwargs, progress=False)  # fmt: skip
+            return self._denoise(latents, states, drop, mask, guidance, rescale, noise, step_kwargs, progress=False)
 
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up off the capture: library handles, kernel choice, compilation
-            loop()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            output = loop()
-        return _RecordedLoop(graph=graph, inputs=static, output=output)
+        guidance = torch.tensor(float(guidance_scale), device=inputs["latents"].device)  # an input: any value replays
+        return self._graphs.run(key, loop, {**inputs, "guidance": guidance})
 
     def generate(self, captions: list[str], num_frames: list[int], seed: int, **kwargs) -> list:
         """Benchmark entry point: one motion per caption, each of its own length, seeded per clip.
@@ -487,5 +499,5 @@ def _step_parameters(scheduler) -> set[str]:
     return set(inspect.signature(scheduler.step).parameters)
 
 
-__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "is_deterministic", "make_scheduler",
-           "rescale_guidance"]
+__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "is_replayable", "make_scheduler",
+           "rescale_guidance", "takes_step_noise"]
