@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .constants import EVAL_GROUP_SIZE, TRAIN_FPS
+from .constants import EVAL_GROUP_SIZE, RECOMMENDED_GUIDANCE_RESCALE, TRAIN_FPS
 from .livelink import FaceMotion, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -63,10 +63,8 @@ class BenchmarkConfig:
         if name == "tiny":
             base = cls()
         elif name == "paper":
-            # guidance rescale 0.7: measured on two paper-size trainings, 50-step DDIM then matches 1000-step DDPM
-            # at equal settings and beats plain-guidance DDPM on FID (docs/BENCHMARKS.md)
             base = cls(preset="paper", replications=20, max_test_clips=None, full_ddpm=True, multimodality=True,
-                       fast_guidance_rescale=0.7)  # fmt: skip
+                       fast_guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE)  # fmt: skip
         else:
             raise ValueError(f"unknown preset {name!r}; choose 'tiny' or 'paper'")
         for key, value in overrides.items():

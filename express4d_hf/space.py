@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import MAX_FRAMES, MIN_FRAMES, TRAIN_FPS
+from .constants import MAX_FRAMES, MIN_FRAMES, RECOMMENDED_GUIDANCE_RESCALE, TRAIN_FPS
 from .contribute import (
     CONSENT_TEXT,
     CONTRIBUTION_LICENSE,
@@ -364,7 +364,7 @@ class Express4DSpace:
             if not 1 <= steps <= MAX_STEPS:
                 raise SpaceError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
             out = pipe(prompt, duration_s=duration_s, num_inference_steps=steps, guidance_scale=float(guidance_scale),
-                       generator=generator)  # fmt: skip
+                       guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE, generator=generator)  # fmt: skip
         else:
             temperature = float(temperature)
             if not 0.0 <= temperature <= 5.0:

@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
+from express4d_hf.constants import RECOMMENDED_GUIDANCE_RESCALE
 from express4d_hf.livelink import FaceMotion, read_livelink_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,6 +110,7 @@ def test_generate_endpoint_needs_only_the_prompt(client):
     motion = FaceMotion.from_dict(motion_json)
     assert (motion.fps, motion.num_frames, motion.caption) == (20.0, 80, PROMPT)
     assert motion.metadata["model"] == "MDM" and motion.metadata["seed"] == 0
+    assert motion.metadata["guidance_rescale"] == RECOMMENDED_GUIDANCE_RESCALE  # the measured best setting
     # The CSV is the JSON's motion upsampled: same curve shape.
     np.testing.assert_allclose(csv_motion.values[::3].mean(0), motion.values.mean(0), atol=0.05)
 
