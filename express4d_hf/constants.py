@@ -8,8 +8,8 @@ MAX_FRAMES = 196  # at most 196 training frames (9.8 s at 20 fps); longer clips 
 MIN_FRAMES = 20  # clips shorter than 20 training frames (1 s) are dropped
 MAX_LEADING_OFFSET = 10  # training samples lose a random 0..10 leading frames
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++")  # MDM samplers by short name (make_scheduler)
-# MDM's guidance rescale for the paper-size model: 50-step DDIM then matches 1000-step DDPM's FID at equal
-# settings and beats the official plain-guidance sampler (docs/BENCHMARKS.md, "Quality at speed")
+# MDM's guidance rescale for the paper-size model: 50-step DDIM then beats the official plain-guidance
+# 1000-step sampler's FID, at higher R-Precision (docs/BENCHMARKS.md, "Quality at speed")
 RECOMMENDED_GUIDANCE_RESCALE = 0.7
 EVAL_GROUP_SIZE = 32  # R-Precision ranks motions within consecutive groups of 32 pairs
 
