@@ -13,6 +13,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+from card_snippets import run_card_snippet
 from express4d_hf import read_livelink_csv
 from express4d_hf.data.stats import NormStats
 from express4d_hf.models.mdm import MDMDenoiser
@@ -455,3 +456,11 @@ def test_fast_path_keys_notice_casts_and_swapped_components(text_encoder):
     assert pipe._weights_key("denoiser") != cast  # (the freed float32 storage may be reused: only `cast` is alive)
     pipe.disable_fast_sampling()
     assert pipe._fast_device is None and pipe._execution_device == torch.device("cpu")
+
+
+def test_model_card_usage_snippet_runs_as_written(text_encoder, tmp_path):
+    """The card's Python example is what users copy first: run it against a saved tiny pipeline."""
+    make_pipe(text_encoder).save_pretrained(tmp_path)
+    scope = run_card_snippet(tmp_path)
+    assert scope["motion"].num_frames == 80 and scope["motion"].metadata["guidance_rescale"] == 0.7
+    assert read_livelink_csv(tmp_path / "smile.csv").fps == 60

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from card_snippets import run_card_snippet
 from express4d_hf import read_livelink_csv
 from express4d_hf.data.stats import NormStats
 from express4d_hf.models.normalizer import MotionNormalizer
@@ -293,3 +294,11 @@ def test_train_commands_end_in_loadable_folders(tiny_dataset, text_encoder_dir, 
     loaded = Express4DT2MGPTPipeline.from_pretrained(reused)
     trained = MotionVQVAE.from_pretrained(vq_out)
     torch.testing.assert_close(loaded.vqvae.quantizer.codebook, trained.quantizer.codebook)
+
+
+def test_model_card_usage_snippet_runs_as_written(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    scope = run_card_snippet(tmp_path)
+    assert scope["motion"].fps == 20 and len(scope["out"].motions) == 4
+    assert all(m.num_frames == 80 for m in scope["out"].motions)  # the forced length of the second call
+    assert read_livelink_csv(tmp_path / "smile.csv").fps == 60
