@@ -21,7 +21,9 @@ replayed on later calls: at batch 1 the eager loop is bound by thousands of kern
 
 from __future__ import annotations
 
+import inspect
 import json
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -493,10 +495,14 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         return fields
 
 
-def _step_parameters(scheduler) -> set[str]:
-    import inspect
+def _step_parameters(scheduler) -> frozenset[str]:
+    """Names ``scheduler.step`` accepts; looked up once per scheduler class (every call asks)."""
+    return _step_parameters_of(type(scheduler))
 
-    return set(inspect.signature(scheduler.step).parameters)
+
+@lru_cache(maxsize=None)
+def _step_parameters_of(scheduler_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(scheduler_class.step).parameters)
 
 
 __all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "is_replayable", "make_scheduler",
