@@ -203,3 +203,60 @@ def test_write_release_refuses_existing_folder(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(FileExistsError):
         write_release(tmp_path / "x", [("a", "train", FaceMotion(np.zeros((5, 61))), ["c"])])
+
+
+# --- push: the gate, with a recorder standing in for the Hub ---------------------------------------------
+def _hub_calls(recorder):
+    return [c for c in recorder.calls if c.name != "HfApi"]
+
+
+def test_push_gates_real_data_before_uploading(built, tmp_path, monkeypatch, capsys):
+    from hub_recorder import HubRecorder
+
+    copy = tmp_path / "ds"
+    shutil.copytree(built, copy)
+    recorder = HubRecorder.install(monkeypatch)
+    assert main(["data", "push", str(copy), "me/express4d"]) == 0
+    calls = _hub_calls(recorder)
+    assert [c.name for c in calls] == ["create_repo", "update_repo_settings", "upload_folder"]  # gate first
+    assert calls[0].kwargs["repo_type"] == "dataset" and calls[0].kwargs["exist_ok"]
+    assert calls[1].args == ("me/express4d",) and calls[1].kwargs == {"repo_type": "dataset", "gated": "auto"}
+    uploaded = recorder.files("me/express4d")
+    assert {"README.md", "stats.json", "express4d.json"} <= set(uploaded)
+    card = recorder.text("me/express4d", "README.md")
+    assert 'load_dataset("me/express4d")' in card and hub.REPO_ID_PLACEHOLDER not in card
+    out = capsys.readouterr().out
+    assert "dataset repo me/express4d: public, gated (auto approval" in out and "uploaded" in out
+
+    recorder.calls.clear()
+    hub.push_dataset(copy, "me/express4d", gated="manual", private=True)
+    assert _hub_calls(recorder)[1].kwargs["gated"] == "manual"
+    recorder.calls.clear()
+    hub.push_dataset(copy, "me/express4d", gated="off")
+    assert _hub_calls(recorder)[1].kwargs["gated"] is False
+    with pytest.raises(ValueError, match="gated must be one of"):
+        hub.push_dataset(copy, "me/express4d", gated="sometimes")
+
+
+def test_procedural_build_gets_its_own_card_and_no_gate(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import DatasetCard
+
+    from express4d_hf.data.synthetic import synthesize_release
+    from hub_recorder import HubRecorder
+
+    release = synthesize_release(tmp_path / "synth", num_clips=8, participants=2, seed=0, progress=False)
+    assert hub.is_procedural_release(release)
+    out = hub.build_dataset(release, tmp_path / "ds", progress=False)
+    card = DatasetCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["pretty_name"] == "Express4D procedural stand-in" and data["license"] == "apache-2.0"
+    assert "extra_gated_fields" not in data and "extra_gated_prompt" not in data and "synthetic" in data["tags"]
+    assert card.text.lstrip().startswith("# Express4D procedural stand-in\n\n> **PROCEDURAL STAND-IN: not real capture data.**")
+    assert "No person was recorded" in card.text and "research use only" not in card.text
+    assert hub.resolve_gating(out) is None and hub.dataset_manifest(out)["procedural"] is True
+
+    hub.push_dataset(out, "me/stand-in", dry_run=True)
+    assert "of procedural stand-in -> https://huggingface.co/datasets/me/stand-in (public, not gated)" in capsys.readouterr().out
+    recorder = HubRecorder.install(monkeypatch)
+    hub.push_dataset(out, "me/stand-in")
+    assert _hub_calls(recorder)[1].kwargs["gated"] is False

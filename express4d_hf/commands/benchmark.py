@@ -13,7 +13,7 @@ def register(subparsers) -> None:
         "benchmark",
         help="reproduce the whole Express4D results table in one command",
         description="Build the data, train the evaluator and both baselines, score every row with the protocol "
-        "(mean ± 95%% interval over replications) and write results.json, results.md, metrics.png and samples/. "
+        "(mean ± 95% interval over replications) and write results.json, results.md, metrics.png and samples/. "
         "Re-running the same command resumes: finished stages whose config and data match are skipped.",
     )
     parser.add_argument("--data", default=None, help="release folder, built dataset folder or hub id (default: embedded procedural corpus)")

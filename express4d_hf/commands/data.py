@@ -49,13 +49,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push = verbs.add_parser(
         "push",
         help="upload a built dataset folder to the Hugging Face Hub",
-        description="Create (if needed) the gated dataset repo REPO_ID and upload OUT_DIR in one commit. "
-        "Log in first with `hf auth login`. --dry-run lists the files and sizes without any network access.",
+        description="Create (if needed) the dataset repo REPO_ID, set its access gate, then upload OUT_DIR in one "
+        "commit. Real Express4D data is gated by default (--gated auto: users accept the terms and fill the access "
+        "form before they can download; the gate is set before anything is uploaded); a dataset built from the "
+        "procedural corpus is not gated (it carries the project's licence). Log in first with `hf auth login`. "
+        "--dry-run lists the files, sizes and settings without any network access.",
     )
     push.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by `express4d data build`")
     push.add_argument("repo_id", metavar="REPO_ID", help="dataset repo id, owner/name")
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
+    push.add_argument("--gated", choices=["auto", "manual", "off"], default=None,
+                      help="access gate: auto (requests approved at once), manual (you approve each) or off "
+                      "(default: auto for real data, off for the procedural stand-in)")  # fmt: skip
     push.set_defaults(func=_push)
 
     info = verbs.add_parser(
@@ -103,7 +109,7 @@ def _build(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from ..data.hub import push_dataset
 
-    push_dataset(args.out_dir, args.repo_id, private=args.private, dry_run=args.dry_run)
+    push_dataset(args.out_dir, args.repo_id, private=args.private, dry_run=args.dry_run, gated=args.gated)
     return 0
 
 

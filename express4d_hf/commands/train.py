@@ -19,7 +19,16 @@ TRAIN_VERBS: dict[str, tuple[str, str]] = {
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train the evaluator or a baseline with accelerate")
+    parser = subparsers.add_parser(
+        "train",
+        help="train the evaluator or a baseline with accelerate",
+        description="Train one model of the benchmark on the Express4D data (default: the embedded procedural "
+        "corpus): the text-motion evaluator every metric is measured with, or a baseline (MDM, T2M-GPT, or only "
+        "T2M-GPT's VQ-VAE tokenizer). Each run writes a folder that from_pretrained loads, resumes from the "
+        "checkpoints it finds there, and runs on one process or N (accelerate launch -m express4d_hf.cli train ...). "
+        "`express4d train MODEL --help` lists a model's options.",
+        epilog="example: express4d train mdm --preset tiny --out runs/mdm",
+    )
     parser.set_defaults(_parser=parser)
     verbs = parser.add_subparsers(dest="model", metavar="MODEL")
     for verb, (_, summary) in TRAIN_VERBS.items():
