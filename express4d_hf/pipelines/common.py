@@ -120,13 +120,19 @@ CARD_DATA_FILE = "card_data.json"  # README fields kept next to it, so re-saving
 
 class ModelCardMixin:
     """``save_pretrained`` that also writes ``README.md`` (from ``express4d_hf/hub_cards/<CARD_TEMPLATE>``) and
-    ``card_data.json``; ``from_pretrained`` that reads ``card_data.json`` back into :attr:`card_data`.
+    ``card_data.json``; ``from_pretrained`` that reads ``card_data.json`` back into :attr:`card_data`;
+    ``push_to_hub`` (and ``save_pretrained(..., push_to_hub=True)``) that upload that same card, written before
+    the upload, instead of diffusers' generic one.
 
-    Put it before ``DiffusionPipeline`` in the bases and define ``CARD_TEMPLATE`` and ``model_card_fields()``
-    (architecture fields from the configs, updated with :attr:`card_data`: training, metrics, ...).
+    Put it before ``DiffusionPipeline`` in the bases and define ``CARD_TEMPLATE``, ``CARD_TAGS`` and
+    ``model_card_fields()`` (architecture fields from the configs, updated with :attr:`card_data`: training,
+    metrics, ... and :func:`express4d_hf.pipelines.cards.common_card_fields`: front matter with licence,
+    ``datasets:`` and ``model-index``).
     """
 
     CARD_TEMPLATE: str = ""
+    CARD_TAGS: tuple[str, ...] = ("express4d", "facial-animation", "text-to-motion", "arkit", "blendshapes")
+    CARD_REPO_PLACEHOLDER = "path/to/this/folder"  # the templates' from_pretrained argument; the repo id once pushed
 
     @property
     def card_data(self) -> dict[str, Any]:
@@ -141,20 +147,70 @@ class ModelCardMixin:
     def model_card_fields(self) -> dict[str, Any]:  # pragma: no cover - each pipeline overrides it
         return dict(self.card_data)
 
-    def save_pretrained(self, save_directory, *args, model_card: dict[str, Any] | None = None, **kwargs) -> None:
-        """Save every component (diffusers layout) plus ``README.md``; ``model_card`` fields update :attr:`card_data`."""
+    def card_fields(self) -> dict[str, Any]:
+        """Every placeholder of the card: :meth:`model_card_fields` plus front matter, licence and dataset lines."""
+        from .cards import common_card_fields
+
+        fields = self.model_card_fields()
+        fields.update(common_card_fields(str(fields.get("model_name") or type(self).__name__), list(self.CARD_TAGS),
+                                         self.card_data))  # fmt: skip
+        return fields
+
+    def save_pretrained(self, save_directory, *args, model_card: dict[str, Any] | None = None,
+                        push_to_hub: bool = False, **kwargs) -> None:  # fmt: skip
+        """Save every component (diffusers layout) plus ``README.md`` and ``card_data.json``; ``model_card``
+        fields update :attr:`card_data`. With ``push_to_hub=True`` (diffusers' keywords: ``repo_id`` (default:
+        the folder's name), ``commit_message``, ``private``, ``create_pr``, ``token``) the folder is uploaded
+        once the card is written."""
         import json
         from pathlib import Path
 
         from ..livelink import atomic_write_text
         from .loading import write_model_card
 
+        hub = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "private", "create_pr", "token") if k in kwargs}
         super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
         if model_card:
             self.card_data.update(model_card)
         folder = Path(save_directory)
         atomic_write_text(folder / CARD_DATA_FILE, json.dumps(self.card_data, indent=2, default=str) + "\n")
-        write_model_card(folder, self.CARD_TEMPLATE, self.model_card_fields())
+        write_model_card(folder, self.CARD_TEMPLATE, self.card_fields())
+        if push_to_hub:
+            repo_id = hub.pop("repo_id", None) or folder.resolve().name
+            self._upload_pipeline_folder(folder, repo_id, **hub)
+
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
+                    token: str | None = None, create_pr: bool = False, safe_serialization: bool = True,
+                    variant: str | None = None, model_card: dict[str, Any] | None = None, **kwargs) -> str:  # fmt: skip
+        """Save the pipeline with this project's card (``README.md``, ``card_data.json``) into a temporary folder
+        and upload it to the Hub model repo ``repo_id`` (created if needed) in one commit; returns the commit URL."""
+        import tempfile
+
+        if kwargs.get("subfolder"):
+            raise ValueError("push_to_hub(subfolder=...) is not supported for Express4D pipelines: push the whole pipeline")
+        with tempfile.TemporaryDirectory(prefix="express4d-push-") as tmp:
+            self.save_pretrained(tmp, safe_serialization=safe_serialization, variant=variant, model_card=model_card)
+            return self._upload_pipeline_folder(tmp, repo_id, commit_message=commit_message, private=private,
+                                                token=token, create_pr=create_pr)  # fmt: skip
+
+    def _upload_pipeline_folder(self, folder, repo_id: str, commit_message: str | None = None,
+                                private: bool | None = None, token: str | None = None, create_pr: bool = False) -> str:  # fmt: skip
+        from pathlib import Path
+
+        from huggingface_hub import HfApi
+
+        from ..livelink import atomic_write_text
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        readme = Path(folder) / "README.md"
+        text = readme.read_text(encoding="utf-8")
+        if self.CARD_REPO_PLACEHOLDER in text:  # the card's examples load this repository
+            atomic_write_text(readme, text.replace(self.CARD_REPO_PLACEHOLDER, repo_id))
+        return str(api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=commit_message or f"Upload {type(self).__name__}",
+            create_pr=create_pr, ignore_patterns=[".*", "**/.*"],
+        ))  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -163,6 +219,13 @@ class ModelCardMixin:
 
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)  # type: ignore[misc]
         card = Path(str(pretrained_model_name_or_path)) / CARD_DATA_FILE
+        if not card.is_file() and not Path(str(pretrained_model_name_or_path)).exists():
+            try:  # a Hub repository: its card data comes from the same snapshot (cached, or offline-safe)
+                from huggingface_hub import hf_hub_download
+
+                card = Path(hf_hub_download(str(pretrained_model_name_or_path), CARD_DATA_FILE))
+            except Exception:  # noqa: BLE001 - an older upload without card_data.json, or offline: keep the defaults
+                pass
         if card.is_file():
             pipe.card_data = json.loads(card.read_text())
         return pipe

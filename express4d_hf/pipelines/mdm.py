@@ -141,6 +141,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->denoiser"
     CARD_TEMPLATE = "model_card_mdm.md"  # save_pretrained writes it as README.md (ModelCardMixin)
+    CARD_TAGS = ("express4d", "facial-animation", "text-to-motion", "arkit", "blendshapes", "mdm", "diffusion")
 
     def __init__(self, denoiser: MDMDenoiser, scheduler, text_encoder, tokenizer, normalizer: MotionNormalizer):
         super().__init__()

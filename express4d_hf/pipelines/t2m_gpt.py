@@ -65,6 +65,7 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     CARD_TEMPLATE = "model_card_t2m_gpt.md"
+    CARD_TAGS = ("express4d", "facial-animation", "text-to-motion", "arkit", "blendshapes", "t2m-gpt", "vq-vae")
 
     def __init__(self, vqvae: MotionVQVAE, transformer: T2MGPT, text_encoder, tokenizer, normalizer: MotionNormalizer):
         super().__init__()

@@ -39,6 +39,7 @@ from ..arkit import mirror_caption
 from ..constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
 from ..models.mdm import MDM_PRESETS, MDMDenoiser
 from ..models.normalizer import MotionNormalizer
+from ..pipelines.cards import training_data_card
 from ..pipelines.mdm import Express4DMDMPipeline, default_scheduler, make_scheduler
 from .common import LoopConfig, embed_caption_set, run_metadata, run_training, score_against_control, scores_markdown, write_json
 
@@ -328,6 +329,7 @@ def _train_mdm(
         f"velocity loss weight {config.velocity_loss_weight:g}, seed {config.seed}; final loss {final_loss:.4f}"
         if final_loss is not None else "not recorded",
         "hardware": run_metadata(config)["hardware"],
+        "dataset": training_data_card(data),  # licence, datasets: and model-index of the card (pipelines/cards.py)
     }  # fmt: skip
     if PartialState().is_main_process:
         metadata = run_metadata(
@@ -445,6 +447,7 @@ def _run_command(args: argparse.Namespace) -> int:
                                 guidance_scale=config.guidance_scale, progress=True)  # fmt: skip
         write_json(Path(args.out) / METRICS_NAME, scores)
         pipe.card_data["metrics"] = metrics_markdown(scores)
+        pipe.card_data["scores"] = scores  # the card's model-index
         save_pipeline_folder(pipe, Path(args.out))
         print(pipe.card_data["metrics"])
     return 0

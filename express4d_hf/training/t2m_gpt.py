@@ -41,6 +41,7 @@ from ..constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
 from ..livelink import atomic_write_text
 from ..models.normalizer import MotionNormalizer
 from ..models.t2m_gpt import GPT_PRESETS, MIN_CODES, T2MGPT, VQVAE_PRESETS, MotionVQVAE
+from ..pipelines.cards import training_data_card
 from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
 from .common import (
     LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, score_against_control, scores_markdown, write_json,
@@ -688,6 +689,7 @@ def train_t2m_gpt(
             "training": _training_text(vq_config if vqvae_dir is None else None, vq_meta, gpt_config, final_loss, held_out),
             "reconstruction": f"MSE {recon['mse']:.4f}, L1 {recon['l1']:.4f} on {recon['clips']} test clips" if recon else "not measured",
             "hardware": run_metadata(gpt_config)["hardware"],
+            "dataset": training_data_card(data),  # licence, datasets: and model-index of the card (pipelines/cards.py)
         }  # fmt: skip
         save_pipeline_folder(pipe, out_dir)
         _plot_curves(out_dir / "gpt_losses.jsonl", {"gpt_loss.png": ("T2M-GPT token cross-entropy", ["loss", "val_loss"])})
@@ -840,6 +842,7 @@ def _run_t2m_gpt(args: argparse.Namespace) -> int:
         scores = score_pipeline(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed)
         write_json(Path(args.out) / METRICS_NAME, scores)
         pipe.card_data["metrics"] = metrics_markdown(scores)
+        pipe.card_data["scores"] = scores  # the card's model-index
         save_pipeline_folder(pipe, Path(args.out))
         print(pipe.card_data["metrics"])
     print(f"training metadata: {Path(args.out) / METADATA_NAME}")
