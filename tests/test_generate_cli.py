@@ -48,7 +48,10 @@ def test_generate_writes_csv_json_png(model_dir, tmp_path, capsys):
     clip = FaceMotion.from_dict(data)
     assert clip.fps == 20 and clip.num_frames == 40 and clip.caption == "A person is smiling softly"
     assert clip.metadata["seed"] == 1 and clip.metadata["guidance_scale"] == 2.0
-    np.testing.assert_allclose(motion.values, clip.resample(60).values, atol=1e-5)
+    raw = clip.resample(60).values
+    np.testing.assert_allclose(motion.values[:, 52:], raw[:, 52:], atol=1e-5)  # rotations untouched
+    assert motion.values[:, :52].min() >= 0 and motion.values[:, :52].max() <= 1  # blendshapes clamped on export
+    assert clip.values[:, :52].min() >= 0 and clip.values[:, :52].max() <= 1 and clip.metadata["blendshapes_clamped"]
     png = csvs[0].with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "120" not in capsys.readouterr().err  # no error output
@@ -94,3 +97,36 @@ def test_generate_help():
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--help"])
     assert exit_info.value.code == 0
+
+
+def test_generate_prompts_file_glb_and_raw(model_dir, tmp_path, capsys):
+    from express4d_hf.export.gltf import glb_animation_values
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# takes for the shoot\nA person blinks\n\nA person frowns\nA person smiles\n")
+    out = tmp_path / "out"
+    base = ["generate", "--model", str(model_dir), "--frames", "25", "--steps", "2", "--seed", "3"]
+    assert main(base + ["--prompts", str(prompts), "--batch-size", "2", "--glb", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("*.csv"))
+    assert names == ["00_a-person-blinks.csv", "01_a-person-frowns.csv", "02_a-person-smiles.csv"]
+    assert all((out / n).with_suffix(".glb").is_file() for n in names) and "+ .json, .png, .glb" in capsys.readouterr().out
+    for name in names:  # an untrained model overshoots; every exported blendshape is inside [0, 1]
+        values = read_livelink_csv(out / name).values
+        assert values[:, :52].min() >= 0 and values[:, :52].max() <= 1
+        assert FaceMotion.from_dict(json.loads((out / name).with_suffix(".json").read_text())).metadata["blendshapes_clamped"]
+    weights = glb_animation_values((out / names[0]).with_suffix(".glb").read_bytes())["weights"]
+    assert weights.min() >= 0 and weights.max() <= 1
+
+    # a take does not depend on its batch: the third prompt alone, seeded seed + 2, is the same take
+    alone = tmp_path / "alone.csv"
+    assert main(base[:-1] + ["5", "A person smiles", "--out", str(alone)]) == 0
+    assert alone.read_text() == (out / names[2]).read_text()
+
+    raw = tmp_path / "raw.csv"
+    assert main(base + ["A person blinks", "--raw", "--out", str(raw)]) == 0
+    values = read_livelink_csv(raw).values
+    assert values[:, :52].min() < 0 or values[:, :52].max() > 1  # the model's own values, kept
+    assert main(base + ["--prompts", str(tmp_path / "missing.txt"), "--out", str(out)]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert main(base + ["--out", str(out)]) == 2
+    assert "at least one PROMPT or --prompts FILE" in capsys.readouterr().err

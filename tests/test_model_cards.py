@@ -158,3 +158,70 @@ def test_training_data_card_reads_the_build_manifest(tmp_path):
     entry = cards.training_data_card(built)
     assert entry["procedural"] is True and len(entry["fingerprint"]) == 64 and entry["repo_id"] is None
     assert cards.training_data_card(tmp_path / "missing")["procedural"] is False  # unreadable: the safe side
+
+
+# --- callback_on_step_end (diffusers' semantics) ----------------------------------------------------------
+def test_mdm_callback_on_step_end_sees_every_step_and_can_replace_latents(mdm):
+    from diffusers.callbacks import PipelineCallback
+
+    from express4d_hf.pipelines.mdm import make_scheduler
+
+    mdm.scheduler = make_scheduler("ddim", mdm.scheduler.config)
+    mdm.set_progress_bar_config(disable=True)
+    seen = []
+
+    def record(pipe, step, timestep, kwargs):
+        assert pipe is mdm and set(kwargs) == {"latents", "x0"}
+        seen.append((step, int(timestep), tuple(kwargs["latents"].shape)))
+        return {"latents": torch.zeros_like(kwargs["latents"])} if step == 3 else {}
+
+    out = mdm("A person is smiling", num_frames=24, num_inference_steps=4, generator=torch.Generator().manual_seed(0),
+              output_type="latent", callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents", "x0"])  # fmt: skip
+    assert [s for s, _, _ in seen] == [0, 1, 2, 3] and all(shape == (1, 24, 61) for _, _, shape in seen)
+    assert [t for _, t, _ in seen] == [int(t) for t in mdm.scheduler.timesteps]
+    assert torch.count_nonzero(out.motions) == 0  # the last step's latents were replaced
+
+    def stop(pipe, step, timestep, kwargs):
+        seen.append(step)
+        pipe._interrupt = step == 1
+        return kwargs
+
+    seen.clear()
+    mdm("A person is smiling", num_frames=24, num_inference_steps=4, callback_on_step_end=stop)
+    assert seen == [0, 1]  # interrupted: the remaining steps are skipped
+
+    class Counter(PipelineCallback):
+        tensor_inputs = ["mask"]
+
+        def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+            seen.append(int(callback_kwargs["mask"].sum()))
+            return callback_kwargs
+
+    seen.clear()
+    mdm("A person is smiling", num_frames=24, num_inference_steps=2, callback_on_step_end=Counter())
+    assert seen == [24, 24]
+    with pytest.raises(ValueError, match="passes"):
+        mdm("A person is smiling", num_frames=24, num_inference_steps=2, callback_on_step_end=record,
+            callback_on_step_end_tensor_inputs=["noise_pred"])  # fmt: skip
+
+
+def test_t2m_gpt_callback_runs_per_token_with_the_tokens_so_far(t2m):
+    seen = []
+
+    def record(pipe, step, timestep, kwargs):
+        seen.append((step, tuple(kwargs["tokens"].shape)))
+        if step == 2:  # steer: every row's codes so far become code 5
+            return {"tokens": torch.full_like(kwargs["tokens"], 5)}
+        return {}
+
+    out = t2m(["A person is smiling", "A person blinks"], num_frames=40, generator=torch.Generator().manual_seed(0),
+              output_type="codes", callback_on_step_end=record)  # fmt: skip
+    assert seen == [(step, (2, step + 1)) for step in range(10)]  # 40 frames = 10 codes of 4 frames
+    assert all(c[:3].tolist() == [5, 5, 5] for c in out)
+
+    def stop(pipe, step, timestep, kwargs):
+        pipe._interrupt = step == 5
+        return {}
+
+    motions = t2m("A person is smiling", num_frames=80, callback_on_step_end=stop).motions
+    assert motions[0].num_frames == 24  # ended at its 6 codes

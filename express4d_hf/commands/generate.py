@@ -20,12 +20,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="generate facial motion from text with a trained model folder",
         description="Generate an ARKit facial performance for each PROMPT with a pipeline folder (MDM or T2M-GPT, "
         "as written by `express4d train`). For every motion it writes a Live Link Face CSV at 60 fps (import it in "
-        "Unreal, Blender or Maya), a JSON (FaceMotion.to_dict, 20 fps) and a PNG of the most active channels. "
-        "Options a pipeline does not take (e.g. --guidance for T2M-GPT) are ignored with a note.",
+        "Unreal, Blender or Maya), a JSON (FaceMotion.to_dict, 20 fps), a PNG of the most active channels and, with "
+        "--glb, the animated head as binary glTF. Generated blendshapes are clamped to [0, 1] in every file, the "
+        "range Live Link importers expect (head and eye rotations are untouched; --raw keeps the model's values). "
+        "--prompts FILE generates one take per line, in batches; motion k is seeded with SEED + k, so a take does not "
+        "depend on the batch it is generated in. Options a pipeline does not take (e.g. --guidance for T2M-GPT) are "
+        "ignored with a note.",
         epilog='example: express4d generate "A person is squinting and then smiling" --model runs/mdm --duration 4 '
-        "--out out/",
+        "--out out/ --glb",
     )
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT", help='a description, e.g. "A person is smiling softly"')
+    parser.add_argument("prompts", nargs="*", metavar="PROMPT", help='a description, e.g. "A person is smiling softly"')
+    parser.add_argument("--prompts", dest="prompts_file", default=None, metavar="FILE",
+                        help="a text file with one prompt per line (blank lines and lines starting with # skipped); "
+                        "its prompts follow any PROMPT given")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default 16)")
+    parser.add_argument("--glb", action="store_true", help="also write the animated Face Cap head (.glb, licence notice beside it)")
+    parser.add_argument("--raw", action="store_true",
+                        help="keep the model's raw blendshape values (default: clamped to [0, 1] on export)")  # fmt: skip
     parser.add_argument("--model", required=True, metavar="DIR", help="pipeline folder (model_index.json) or Hub id")
     parser.add_argument("--out", required=True, metavar="OUT",
                         help="output folder, or a .csv path (the .json and .png go next to it)")  # fmt: skip
@@ -66,16 +77,37 @@ def output_paths(out: str | Path, captions: list[str]) -> list[Path]:
     return [out / f"{k:02d}_{caption_slug(caption)}.csv" for k, caption in enumerate(captions)]
 
 
+def read_prompts_file(path: str | Path) -> list[str]:
+    """The prompts of a ``--prompts`` file: one per line, blank lines and ``#`` comments skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--prompts {path}: cannot be read ({err})") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise ValueError(f"--prompts {path}: holds no prompt (one per line)")
+    return prompts
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..cli import CommandError
-    from ..livelink import atomic_write_text
+    from ..pipelines.common import check_prompts, clamp_blendshapes
     from ..pipelines.loading import load_pipeline
     from ..plotting import plot_channel_curves
 
+    prompts = list(args.prompts) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
+    if not prompts:
+        raise CommandError("give at least one PROMPT or --prompts FILE")
+    try:
+        check_prompts(prompts)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
     if args.num_motions < 1:
         raise CommandError(f"--num-motions must be at least 1, got {args.num_motions}")
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.out and Path(args.out).exists() and Path(args.out).is_file() and Path(args.out).suffix.lower() != ".csv":
         raise CommandError(f"--out {args.out}: is an existing file; pass a folder or a .csv path")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -98,15 +130,47 @@ def _run(args: argparse.Namespace) -> int:
     ignored = sorted(k for k, v in requested.items() if v is not None and k not in accepted)
     if ignored:
         logger.warning("%s does not take %s; ignored", type(pipe).__name__, ", ".join(ignored))
-    generator = torch.Generator().manual_seed(args.seed)
-    motions = pipe(list(args.prompts), generator=generator, **kwargs).motions
+    frames = kwargs.pop("num_frames", None)
+    durations = kwargs.pop("duration_s", None)
+    per_prompt = args.num_motions
+    motions = []
+    for start in range(0, len(prompts), args.batch_size):
+        batch = prompts[start : start + args.batch_size]
+        first = start * per_prompt  # motion k (prompt-major, over the whole run) is seeded with seed + k
+        generators = [torch.Generator().manual_seed(args.seed + first + k) for k in range(len(batch) * per_prompt)]
+        lengths = {"num_frames": frames} if frames is not None else {"duration_s": durations} if durations is not None else {}
+        motions += pipe(batch, generator=generators, **lengths, **kwargs).motions
 
     paths = output_paths(args.out, [m.caption or "" for m in motions])
-    for motion, csv_path in zip(motions, paths):
-        motion = motion.replace(metadata={**motion.metadata, "seed": args.seed, "model": str(args.model)})
-        motion.to_livelink_csv(csv_path, fps=60)
-        atomic_write_text(csv_path.with_suffix(".json"), json.dumps(motion.to_dict()) + "\n")
-        plot_channel_curves(motion, csv_path.with_suffix(".png"))
+    extras = ".json, .png" + (", .glb" if args.glb else "")
+    for k, (motion, csv_path) in enumerate(zip(motions, paths)):
+        motion = motion.replace(metadata={**motion.metadata, "seed": args.seed + k, "model": str(args.model)})
+        write_generated(motion, csv_path, raw=args.raw, glb=args.glb)
+        plot_channel_curves(clamp_blendshapes(motion) if not args.raw else motion, csv_path.with_suffix(".png"))
         print(f"{csv_path}  ({motion.num_frames} frames at {motion.fps:g} fps = {motion.duration:.2f} s; "
-              f"+ .json, .png): {motion.caption}")  # fmt: skip
+              f"+ {extras}): {motion.caption}")  # fmt: skip
     return 0
+
+
+def write_generated(motion, csv_path: Path, raw: bool = False, glb: bool = False) -> list[Path]:
+    """Export one generated motion: the Live Link CSV at 60 fps, the JSON at 20 fps and, with ``glb``, the GLB.
+
+    Unless ``raw``, the blendshapes are clamped to [0, 1] in every file (:func:`clamp_blendshapes`); the CSV is
+    clamped after resampling to 60 fps, so the resampling filter cannot push a value back out of range.
+    """
+    from ..livelink import atomic_write_text
+    from ..pipelines.common import clamp_blendshapes
+
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    at_60 = motion.resample(60)
+    if not raw:
+        motion, at_60 = clamp_blendshapes(motion), clamp_blendshapes(at_60)
+    at_60.to_livelink_csv(csv_path, fps=None)
+    written = [csv_path, csv_path.with_suffix(".json")]
+    atomic_write_text(written[1], json.dumps(motion.to_dict()) + "\n")
+    if glb:
+        from ..export.gltf import motion_to_gltf
+
+        written.append(motion_to_gltf(motion, csv_path.with_suffix(".glb"), clamp=not raw))
+    return written

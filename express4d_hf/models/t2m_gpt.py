@@ -543,12 +543,17 @@ class T2MGPT(ModelMixin, ConfigMixin):
         top_p: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         use_cache: bool = True,
+        on_token=None,
     ) -> list[torch.Tensor]:
         """Sample one code sequence per row of ``text_embeds [B, text_dim]`` (batched, in lockstep).
 
         The end token is suppressed until a row has ``min_codes`` codes; a row stops at its end token or at
         ``max_codes`` codes. Rows with ``min_codes == max_codes`` therefore get exactly that many codes (forced
         length). ``temperature == 0`` is greedy. ``generator`` may be one generator or one per row.
+        ``on_token(step, {"tokens", "finished", "lengths"})``, when given, runs after every generated token with
+        the codes so far ``[B, step + 1]`` (rows already finished carry filler codes past their length), which
+        rows have finished and their lengths; it may return a dict with new ``"tokens"`` (same shape) to steer
+        the sampling, or ``{"stop": True}`` to end every row now.
         Returns a list of 1-D long tensors (codes only, no end token).
         """
         batch = text_embeds.shape[0]
@@ -582,6 +587,17 @@ class T2MGPT(ModelMixin, ConfigMixin):
             # rows that are done keep feeding a valid code so the lockstep batch stays well-formed
             next_token = torch.where(next_token == self.end_token_id, torch.zeros_like(next_token), next_token)
             tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+            if on_token is not None:
+                changes = on_token(step, {"tokens": tokens, "finished": finished, "lengths": lengths}) or {}
+                new = changes.get("tokens")
+                if new is not None and new is not tokens:
+                    if tuple(new.shape) != tuple(tokens.shape):
+                        raise ValueError(f"the step callback returned tokens of shape {tuple(new.shape)}, expected {tuple(tokens.shape)}")
+                    if not torch.equal(new, tokens):
+                        tokens, cache = new.to(device=device, dtype=torch.long), None  # recompute from the new codes
+                if changes.get("stop"):
+                    lengths = torch.where(finished, lengths, torch.full_like(lengths, step + 1))
+                    break
             if bool(finished.all()):
                 break
         return [tokens[i, : int(lengths[i])] for i in range(batch)]

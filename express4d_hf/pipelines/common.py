@@ -108,10 +108,60 @@ def to_face_motions(
     ]
 
 
+def clamp_blendshapes(motion: FaceMotion) -> FaceMotion:
+    """A copy of a **generated** motion with its 52 blendshapes clipped to [0, 1], the range Live Link importers
+    expect (head and eye rotations untouched); ``metadata["blendshapes_clamped"]`` records it.
+
+    For export of generated motion only: a model can overshoot (a short-trained one gave -0.03..0.46), a capture
+    is data and is never altered.
+    """
+    import numpy as np
+
+    from ..arkit import BLENDSHAPES
+
+    values = np.array(motion.values, dtype=np.float32, copy=True)
+    count = len(BLENDSHAPES)
+    values[:, :count] = np.clip(values[:, :count], 0.0, 1.0)
+    return motion.replace(values=values, metadata={**motion.metadata, "blendshapes_clamped": True})
+
+
 def lengths_mask(lengths: list[int] | torch.Tensor, max_frames: int, device=None) -> torch.Tensor:
     """``[B, max_frames]`` bool mask, True on frames inside each clip."""
     lengths = torch.as_tensor(lengths, device=device)
     return torch.arange(max_frames, device=device)[None, :] < lengths[:, None]
+
+
+def check_step_callback(pipeline, callback, tensor_inputs) -> list[str]:
+    """Validate ``callback_on_step_end`` / ``callback_on_step_end_tensor_inputs`` as diffusers does.
+
+    ``callback`` is a function ``callback(pipeline, step_index, timestep, callback_kwargs) -> dict`` or a
+    ``diffusers.callbacks.PipelineCallback`` / ``MultiPipelineCallbacks`` (whose own ``tensor_inputs`` then
+    apply). Returns the names to pass; each must be in ``pipeline._callback_tensor_inputs``.
+    """
+    if callback is None:
+        return []
+    from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+    if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+        tensor_inputs = callback.tensor_inputs
+    elif not callable(callback):
+        raise ValueError(f"`callback_on_step_end` must be callable, got {type(callback).__name__}")
+    names = list(tensor_inputs or [])
+    allowed = list(getattr(pipeline, "_callback_tensor_inputs", []))
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"`callback_on_step_end_tensor_inputs` has {unknown}; {type(pipeline).__name__} passes {allowed}")
+    return names
+
+
+def call_step_callback(pipeline, callback, step_index: int, timestep, names: list[str], values: dict[str, Any]) -> dict:
+    """Run ``callback`` with ``{name: values[name]}`` for ``names``; returns what it gave back (a dict)."""
+    outputs = callback(pipeline, step_index, timestep, {name: values[name] for name in names})
+    if outputs is None:
+        return {}
+    if not isinstance(outputs, dict):
+        raise ValueError(f"`callback_on_step_end` must return a dict of tensors, got {type(outputs).__name__}")
+    return outputs
 
 
 # --- model cards shared by every pipeline ----------------------------------------------------------------

@@ -39,8 +39,10 @@ from .common import (
     ModelCardMixin,
     MotionBatchOutput,
     MotionPipelineOutput,
+    call_step_callback,
     check_guidance_scale,
     check_prompts,
+    check_step_callback,
     lengths_mask,
     resolve_num_frames,
     to_face_motions,
@@ -140,6 +142,10 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->denoiser"
+    #: what ``callback_on_step_end_tensor_inputs`` may name: ``latents`` (x_t after the step, normalised, ``[B, T, 61]``),
+    #: ``x0`` (the guided clean-motion prediction of the step), ``states`` (text embeddings of the branches),
+    #: ``mask`` (valid frames). A callback may return a new ``latents``.
+    _callback_tensor_inputs = ["latents", "x0", "states", "mask"]
     CARD_TEMPLATE = "model_card_mdm.md"  # save_pretrained writes it as README.md (ModelCardMixin)
     CARD_TAGS = ("express4d", "facial-animation", "text-to-motion", "arkit", "blendshapes", "mdm", "diffusion")
 
@@ -282,6 +288,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "motion",
         return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ):
         """Generate one or more motions per prompt.
 
@@ -306,8 +314,16 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 with the raw padded batch (tensor / array); ``"latent"`` -> the same with normalised values.
                 Frames past each length are removed ("motion") or zero (the others).
             return_dict: False returns a tuple ``(motions,)`` (plus lengths for the batch types).
+            callback_on_step_end: diffusers' step callback, ``callback(pipe, step_index, timestep, callback_kwargs)
+                -> dict``, called after every denoising step (or a ``PipelineCallback``); a returned ``"latents"``
+                replaces the current ones, and setting ``pipe._interrupt = True`` skips the remaining steps. It runs
+                on the eager loop: with :meth:`enable_fast_sampling`, a call that has a callback is not replayed
+                from the CUDA graph (later calls without one are).
+            callback_on_step_end_tensor_inputs: the names put in ``callback_kwargs`` (default ``["latents"]``),
+                any of :attr:`_callback_tensor_inputs`.
         """
         prompts = check_prompts(prompt)
+        callback_names = check_step_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs or ["latents"])
         fps = float(self.normalizer.config.fps)
         lengths = resolve_num_frames(len(prompts), num_frames, duration_s, default=MAX_FRAMES, fps=fps)
         guidance_scale = check_guidance_scale(guidance_scale)
@@ -343,7 +359,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         lengths = [n for n in lengths for _ in range(repeat)]
         batch, frames, channels = len(captions), max(lengths), self.denoiser.config.num_channels
         full_frames = max(frames, self.denoiser.config.max_frames)
-        replay = self._replays(device)
+        replay = self._replays(device) and callback_on_step_end is None  # a callback sees every step: eager loop
+        self._interrupt = False
         run_frames = full_frames if replay else frames  # a recorded loop has one shape: the model's full length
         mask = lengths_mask(lengths, run_frames, device=device)
 
@@ -390,7 +407,9 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         if replay:
             latents = self._replay(num_inference_steps, guidance_scale, float(guidance_rescale), step_kwargs, **inputs)
         else:
-            latents = self._denoise(guidance=guidance_scale, rescale=guidance_rescale, step_kwargs=step_kwargs, **inputs)
+            callback = (callback_on_step_end, callback_names) if callback_on_step_end is not None else None
+            latents = self._denoise(guidance=guidance_scale, rescale=guidance_rescale, step_kwargs=step_kwargs,
+                                    callback=callback, **inputs)  # fmt: skip
         latents, mask = latents[:, :frames], mask[:, :frames]
 
         keep = mask[..., None].to(latents.dtype)
@@ -413,16 +432,24 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             return values, lengths
         return MotionBatchOutput(motions=values, lengths=lengths, captions=captions, fps=fps)
 
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` in a step callback to skip the remaining denoising steps (diffusers' way)."""
+        return bool(getattr(self, "_interrupt", False))
+
     def _denoise(self, latents, states, drop, mask, guidance, rescale=0.0, noise=None, step_kwargs=None,
-                 progress=True) -> torch.Tensor:  # fmt: skip
+                 progress=True, callback=None) -> torch.Tensor:  # fmt: skip
         """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d
         tensor, ``rescale`` the guidance rescale; ``noise`` ``[steps, B, T, C]`` is the per-step noise of
-        :func:`takes_step_noise` samplers; ``step_kwargs`` go to ``scheduler.step``."""
+        :func:`takes_step_noise` samplers; ``step_kwargs`` go to ``scheduler.step``; ``callback`` is
+        ``(callback_on_step_end, tensor input names)`` (eager loop only)."""
         batch = latents.shape[0]
         guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
         timesteps = self.scheduler.timesteps
         step_kwargs = step_kwargs or {}
         for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
+            if callback is not None and self.interrupt:
+                continue
             model_input = self.scheduler.scale_model_input(latents, t)
             if guided:
                 model_input = torch.cat([model_input, model_input])
@@ -436,6 +463,10 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             if noise is not None:
                 step_kwargs = {**step_kwargs, "variance_noise": noise[i]}
             latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
+            if callback is not None:
+                values = {"latents": latents, "x0": x0, "states": states, "mask": mask[:batch]}
+                outputs = call_step_callback(self, callback[0], i, t, callback[1], values)
+                latents = outputs.pop("latents", latents)
         return latents
 
     def _replay(self, num_inference_steps: int, guidance_scale: float, rescale: float, step_kwargs: dict,

@@ -32,7 +32,9 @@ from .common import (
     ModelCardMixin,
     MotionBatchOutput,
     MotionPipelineOutput,
+    call_step_callback,
     check_prompts,
+    check_step_callback,
     lengths_mask,
     resolve_num_frames,
     to_face_motions,
@@ -64,6 +66,9 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
+    #: what ``callback_on_step_end_tensor_inputs`` may name: ``tokens`` (the codes so far, ``[B, n]``), ``finished``
+    #: (rows that emitted their end token or reached their length) and ``lengths`` (codes per row once finished).
+    _callback_tensor_inputs = ["tokens", "finished", "lengths"]
     CARD_TEMPLATE = "model_card_t2m_gpt.md"
     CARD_TAGS = ("express4d", "facial-animation", "text-to-motion", "arkit", "blendshapes", "t2m-gpt", "vq-vae")
 
@@ -130,6 +135,8 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
         output_type: str = "motion",
         return_dict: bool = True,
         duration_s: float | list[float] | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ):
         """Generate one or more motions per prompt.
 
@@ -151,8 +158,16 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
                 sampled code tensors.
             return_dict: False returns a tuple ``(motions,)`` (plus lengths for the batch types).
             duration_s: alternatively to ``num_frames``, force the length in seconds (1..9.8), one or one per prompt.
+            callback_on_step_end: diffusers' step callback, ``callback(pipe, step_index, timestep, callback_kwargs)
+                -> dict``, called after every generated token (``timestep`` is the token index too; there is no
+                noise level); ``callback_kwargs["tokens"]`` holds the tokens so far. Returning new ``"tokens"``
+                (same shape) steers the rest of the sampling; setting ``pipe._interrupt = True`` ends every motion
+                at the tokens it has.
+            callback_on_step_end_tensor_inputs: the names put in ``callback_kwargs`` (default ``["tokens"]``), any of
+                :attr:`_callback_tensor_inputs`.
         """
         prompts = check_prompts(prompt)
+        callback_names = check_step_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs or ["tokens"])
         fps = float(self.normalizer.config.fps)
         per_code = self.frames_per_code
         if isinstance(max_num_frames, bool) or not isinstance(max_num_frames, int) or not MIN_FRAMES <= max_num_frames <= MAX_FRAMES:
@@ -178,14 +193,24 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
             max_codes = [max_num_frames // per_code] * len(captions)
 
         text = self.encode_text(prompts).repeat_interleave(repeat, dim=0).to(self.transformer.dtype)
+        self._interrupt = False
+        on_token = None
+        if callback_on_step_end is not None:
+
+            def on_token(step: int, values: dict) -> dict:
+                outputs = call_step_callback(self, callback_on_step_end, step, step, callback_names, values)
+                return {"tokens": outputs.get("tokens"), "stop": self.interrupt}
+
         codes = self.transformer.generate(
             text, min_codes=min_codes, max_codes=max_codes, temperature=float(temperature), top_k=top_k, top_p=top_p,
-            generator=generator,
+            generator=generator, on_token=on_token,
         )  # fmt: skip
         if output_type == "codes":
             self.maybe_free_model_hooks()
             return codes if return_dict else (codes,)
         lengths = forced if forced is not None else [min(len(c) * per_code, max_num_frames) for c in codes]
+        if self.interrupt:  # stopped by the step callback: each motion ends with its codes
+            lengths = [min(n, len(c) * per_code) for n, c in zip(lengths, codes)]
         normalised = self.decode_codes(codes, max(lengths))
         mask = lengths_mask(lengths, normalised.shape[1], device=normalised.device)[..., None].to(normalised.dtype)
         normalised = normalised * mask
@@ -203,6 +228,11 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
         if not return_dict:
             return values, lengths
         return MotionBatchOutput(motions=values, lengths=lengths, captions=captions, fps=fps)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` in a step callback to end every motion at the tokens it has."""
+        return bool(getattr(self, "_interrupt", False))
 
     @torch.no_grad()
     def decode_codes(self, codes: list[torch.Tensor], num_frames: int | None = None) -> torch.Tensor:
