@@ -10,7 +10,7 @@ import sys
 from . import __version__
 
 # Modules under express4d_hf.commands, each with `register(subparsers)`; listed in help order.
-COMMAND_MODULES = ["data", "train", "generate", "benchmark", "demo"]
+COMMAND_MODULES = ["data", "train", "generate", "benchmark", "convert", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,14 +56,18 @@ def sinusoidal_positions(num_positions: int, dim: int) -> torch.Tensor:
 
 
 class MDMBlock(nn.Module):
-    """Pre-norm transformer encoder layer (the ``nn.TransformerEncoderLayer(norm_first=True)`` computation)
-    whose attention is one ``F.scaled_dot_product_attention`` call, so fused kernels (flash / memory-efficient
-    on GPU, the flash CPU kernel) run it with the padding mask."""
+    """Transformer encoder layer (the ``nn.TransformerEncoderLayer`` computation, pre-norm by default) whose
+    attention is one ``F.scaled_dot_product_attention`` call, so fused kernels (flash / memory-efficient on GPU,
+    the flash CPU kernel) run it with the padding mask.
+
+    ``norm_first=False`` is the post-norm layer of ``nn.TransformerEncoderLayer``'s default (what the official
+    MDM checkpoints were trained with): ``x = norm1(x + attn(x)); x = norm2(x + ff(x))``.
+    """
 
     def __init__(self, hidden_size: int, num_heads: int, ff_size: int, dropout: float, attention_dropout: float,
-                 activation: str):  # fmt: skip
+                 activation: str, norm_first: bool = True):  # fmt: skip
         super().__init__()
-        self.num_heads, self.attention_dropout = num_heads, attention_dropout
+        self.num_heads, self.attention_dropout, self.norm_first = num_heads, attention_dropout, norm_first
         self.norm1 = nn.LayerNorm(hidden_size)
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.attn_out = nn.Linear(hidden_size, hidden_size)
@@ -73,14 +77,23 @@ class MDMBlock(nn.Module):
         self.activation = {"gelu": nn.GELU(), "relu": nn.ReLU(), "silu": nn.SiLU()}[activation]
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def _attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         batch, length, width = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
-        x = x + self.dropout(self.attn_out(attended.transpose(1, 2).reshape(batch, length, width)))
-        return x + self.dropout(self.ff_out(self.dropout(self.activation(self.ff_in(self.norm2(x))))))
+        return self.dropout(self.attn_out(attended.transpose(1, 2).reshape(batch, length, width)))
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.ff_out(self.dropout(self.activation(self.ff_in(x)))))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self._attention(self.norm1(x), attn_mask)
+            return x + self._feed_forward(self.norm2(x))
+        x = self.norm1(x + self._attention(x, attn_mask))
+        return self.norm2(x + self._feed_forward(x))
 
 
 class MDMDenoiser(ModelMixin, ConfigMixin):
@@ -99,6 +112,9 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         output_smoothing: kernel size of a depthwise temporal convolution over the unpacked output frames
             (identity at initialisation; 0 = none). With several frames per token it learns to smooth the
             steps at token boundaries.
+        norm_first: pre-norm layers (True, the default) or post-norm layers (False: ``nn.TransformerEncoderLayer``'s
+            default, which the official MDM checkpoints use).
+        final_layer_norm: a LayerNorm after the last layer (True, the default; the official MDM has none).
     """
 
     _supports_gradient_checkpointing = False
@@ -119,6 +135,8 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         num_train_timesteps: int = 1000,
         frames_per_token: int = 1,
         output_smoothing: int = 0,
+        norm_first: bool = True,
+        final_layer_norm: bool = True,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -139,9 +157,10 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         self.register_buffer("positions", sinusoidal_positions(max_tokens + 1, hidden_size), persistent=False)
         self.input_dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            MDMBlock(hidden_size, num_heads, ff_size, dropout, attention_dropout, activation) for _ in range(num_layers)
+            MDMBlock(hidden_size, num_heads, ff_size, dropout, attention_dropout, activation, norm_first)
+            for _ in range(num_layers)
         )
-        self.final_norm = nn.LayerNorm(hidden_size)
+        self.final_norm = nn.LayerNorm(hidden_size) if final_layer_norm else nn.Identity()
         self.output_proj = nn.Linear(hidden_size, num_channels * frames_per_token)
         self.output_smoother = None
         if output_smoothing:

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from ..constants import DIFFUSION_SAMPLERS, MAX_FRAMES
 from ..models.mdm import MDMDenoiser
 from ..models.normalizer import MotionNormalizer
-from ..text import encode_prompts, load_text_encoder, pool_token_states, tokenize_prompts
+from ..text import encode_prompts, load_text_encoder, pool_token_states, prompt_max_tokens, tokenize_prompts
 from .common import (
     ModelCardMixin,
     MotionBatchOutput,
@@ -173,7 +173,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         With a replayable scheduler (DDIM, DPM-Solver++; see :func:`is_replayable`) on CUDA, the first
         call of each shape (batch size, steps, scheduler) runs the loop once and records it; later calls copy
         their noise and text into the recording and replay it. The text encoder is recorded too (prompts
-        padded to 64 tokens), per batch size. Clips are then padded to the model's full
+        padded to 64 tokens, or CLIP's 77 in CLIP mode), per batch size. Clips are then padded to the model's full
         length (196 frames) so that one recording serves every mix of lengths; the key-padding mask keeps
         each clip's result independent of the padding. DDPM's ancestral sampler runs eagerly, in ``dtype``.
 
@@ -259,7 +259,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device."""
         device = self.text_encoder.device
         if self._fast_sampling and device.type == "cuda":  # one recording per batch size: fixed-length tokens
-            tokens = tokenize_prompts(self.tokenizer, prompts, device, fixed_length=True)
+            max_length = prompt_max_tokens(self.text_encoder)  # CLIP mode: its whole 77-token context
+            tokens = tokenize_prompts(self.tokenizer, prompts, device, max_length, fixed_length=True)
             key = ("text", tuple(tokens["input_ids"].shape), self._weights_key("text_encoder"))
             pooled = self._graphs.run(key, lambda **t: pool_token_states(self.text_encoder, **t)[0], tokens)
         else:
@@ -511,6 +512,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                     else ", one token per frame"
                 )
                 + (f", output smoothing (kernel {cfg.output_smoothing})" if cfg.output_smoothing else "")
+                + ("" if cfg.get("norm_first", True) else ", post-norm layers")
+                + ("" if cfg.get("final_layer_norm", True) else ", no final norm")
                 + f"; {params / 1e6:.2f} M parameters"
             ),
             "text_encoder": type(self.text_encoder).__name__,
