@@ -13,8 +13,15 @@ from . import __version__
 COMMAND_MODULES = ["data", "train", "generate", "benchmark", "convert", "demo"]
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors in one line (``express4d data build: error: ... (see --help)``), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="express4d",
         description="Express4D text-to-facial-motion benchmark: data, training, generation, evaluation.",
     )
@@ -31,6 +38,9 @@ class CommandError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; every expected failure (a user error, a missing or unwritable file, not enough memory,
+    an interrupt) prints one ``express4d <command>: error: ...`` message and returns non-zero. ``-v`` shows the
+    traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
@@ -38,13 +48,36 @@ def main(argv: list[str] | None = None) -> int:
         # `express4d` or `express4d data` alone: show the matching help.
         (getattr(args, "_parser", None) or parser).print_help()
         return 1
+    name = " ".join(str(p) for p in (args.command, getattr(args, "verb", None)) if p)
     try:
         return int(args.func(args) or 0)
-    except (CommandError, FileNotFoundError, ValueError) as err:
+    except KeyboardInterrupt:
         if args.verbose:
             raise
-        print(f"express4d {args.command}: error: {err}", file=sys.stderr)
+        print(f"express4d {name}: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as err:
+        message = _expected_failure(err)
+        if message is None or args.verbose:
+            raise
+        print(f"express4d {name}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _expected_failure(err: BaseException) -> str | None:
+    """The one-line message of an error a user can act on, or ``None`` for a bug (shown as a traceback)."""
+    if isinstance(err, (CommandError, ValueError)):
+        return str(err)
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch's CUDA OOM too
+        detail = str(err).splitlines()[0] if str(err) else ""
+        return (f"out of memory{f' ({detail})' if detail else ''}; use a smaller batch or model, fewer processes "
+                "(--num-proc), or a machine with more memory")  # fmt: skip
+    if isinstance(err, OSError):
+        if err.strerror and err.filename is not None:
+            where = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else str(err.filename)
+            return f"{where}: {err.strerror}"
+        return str(err) or type(err).__name__
+    return None
 
 
 if __name__ == "__main__":

@@ -117,9 +117,13 @@ def test_build_is_atomic_and_respects_overwrite(release_dir, tmp_path, monkeypat
     (out / "keep.txt").write_text("mine")
     with pytest.raises(hub.DatasetExistsError, match="--overwrite"):
         hub.build_dataset(release_dir, out, progress=False)
-    assert (out / "keep.txt").exists()
-    hub.build_dataset(release_dir, out, progress=False, overwrite=True, num_proc=2)  # process pool path too
-    assert hub.is_built_dataset(out) and not (out / "keep.txt").exists()
+    with pytest.raises(hub.DatasetExistsError, match="replaces only a dataset folder built by"):
+        hub.build_dataset(release_dir, out, progress=False, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"  # a user's folder is never replaced
+    (out / "keep.txt").unlink()
+    hub.build_dataset(release_dir, out, progress=False, overwrite=True, num_proc=2)  # empty folder; pool path too
+    hub.build_dataset(release_dir, out, progress=False, overwrite=True)  # a built dataset is replaced
+    assert hub.is_built_dataset(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

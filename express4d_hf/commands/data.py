@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..constants import TRAIN_FPS
+from .arguments import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "from procedural faces. Useful to exercise every code path without the gated real data.",
     )
     synth.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist)")
-    synth.add_argument("--num-clips", type=_positive_int, default=1205, help="number of takes (default: 1205)")
-    synth.add_argument("--participants", type=_positive_int, default=18, help="synthetic performers (default: 18)")
+    synth.add_argument("--num-clips", type=positive_int, default=1205, help="number of takes (default: 1205)")
+    synth.add_argument("--participants", type=positive_int, default=18, help="synthetic performers (default: 18)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--no-progress", action="store_true", help="hide progress bars")
     synth.set_defaults(func=_synth)
@@ -41,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("release_dir", metavar="RELEASE_DIR", help="release folder: data/, texts/, train.txt, test.txt")
     build.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
-    build.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
-    build.add_argument("--num-proc", type=_positive_int, default=None, help="processes parsing CSVs (default: auto)")
+    build.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is a dataset folder an earlier build wrote (anything else is refused)")
+    build.add_argument("--num-proc", type=positive_int, default=None, help="processes parsing CSVs (default: auto)")
     build.add_argument("--no-progress", action="store_true", help="hide progress bars")
     build.set_defaults(func=_build)
 
@@ -72,13 +73,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("data", metavar="DIR|REPO_ID", help="built dataset folder, release folder or Hub repo id")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=_info)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
+from .arguments import port, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,11 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--contributions", default=None, metavar="DIR",
                         help="where accepted contributions are stored (default: $EXPRESS4D_CONTRIBUTIONS, else "
                              "./contributions)")  # fmt: skip
-    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    parser.add_argument("--port", type=port, default=7860, help="port to serve on (default 7860)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 serves your network)")  # fmt: skip
     parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    parser.add_argument("--concurrency", type=int, default=2, help="requests handled at once (default 2)")
+    parser.add_argument("--concurrency", type=positive_int, default=2, help="requests handled at once (default 2)")
     parser.set_defaults(func=_run, _parser=parser)
 
 

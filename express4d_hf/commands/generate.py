@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import DIFFUSION_SAMPLERS
+from .arguments import device, finite_float, positive_float, positive_int, unit_float
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +42,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="OUT",
                         help="output folder, or a .csv path (the .json and .png go next to it)")  # fmt: skip
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+    length.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                         help="length in seconds, 1 to 9.8 (default: the pipeline's; MDM: 9.8 s, T2M-GPT: its own choice)")  # fmt: skip
-    length.add_argument("--frames", type=int, default=None, help="length in frames at 20 fps, 20 to 196")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (diffusion pipelines; default 50)")
+    length.add_argument("--frames", type=positive_int, default=None, help="length in frames at 20 fps, 20 to 196")
+    parser.add_argument("--steps", type=positive_int, default=None, help="denoising steps (diffusion pipelines; default 50)")
     parser.add_argument(
-        "--guidance", type=float, default=None, help="classifier-free guidance scale (default 2.5; 1 = off)"
+        "--guidance", type=finite_float, default=None, help="classifier-free guidance scale (default 2.5; 1 = off)"
     )
-    parser.add_argument("--guidance-rescale", type=float, default=None,
+    parser.add_argument("--guidance-rescale", type=unit_float, default=None,
                         help="pull the guided motion's spread back towards the conditional one's, 0..1 (MDM; default 0; 0.7 measured best for the paper-size model)")  # fmt: skip
-    parser.add_argument("--eta", type=float, default=None, help="DDIM's per-step noise share, 0..1 (MDM with ddim; default 0)")
+    parser.add_argument("--eta", type=unit_float, default=None, help="DDIM's per-step noise share, 0..1 (MDM with ddim; default 0)")
     parser.add_argument("--scheduler", choices=["saved", *DIFFUSION_SAMPLERS], default="ddim",
                         help="sampler of a diffusion pipeline (default: ddim; 'saved' keeps the folder's, DDPM for MDM)")  # fmt: skip
     parser.add_argument("--negative-prompt", default=None, help="text to steer away from (diffusion pipelines)")
-    parser.add_argument("--num-motions", type=int, default=1, help="motions per prompt (default 1)")
+    parser.add_argument("--num-motions", type=positive_int, default=1, help="motions per prompt (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--device", type=device, default=None, help="torch device (default: cuda when available, else cpu)")
     parser.set_defaults(func=_run, _parser=parser)
 
 

@@ -133,6 +133,45 @@ def _load_take_for_build(job: tuple[str, bool]) -> tuple[_LoadedTake | None, str
         return None, str(err)
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool worker initializer: the worker exits when the build process dies (even by ``kill -9``), instead of
+    staying blocked on its pipe. Linux: ``PR_SET_PDEATHSIG``; elsewhere a thread that watches the parent pid."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="express4d-parent-watch", daemon=True).start()
+
+
+def _process_pool(num_proc: int):
+    """A ``ProcessPoolExecutor`` whose workers die with this process."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork where it exists: workers need only numpy/pandas/scipy, start instantly and, unlike
+    # spawn/forkserver, do not re-import the caller's __main__ (scripts, notebooks, stdin).
+    context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    return ProcessPoolExecutor(num_proc, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
 def _default_num_proc(num_items: int) -> int:
     return 1 if num_items < 64 else max(1, min(os.cpu_count() or 1, 8))
 
@@ -145,16 +184,11 @@ def _load_takes(takes: Sequence[Take], root: Path, num_proc: int | None, progres
     bar = dict(total=len(jobs), desc="reading takes", unit="take", disable=not progress)
     results = None
     if num_proc > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
 
-        # fork where it exists: workers need only numpy/pandas/scipy, start instantly and, unlike
-        # spawn/forkserver, do not re-import the caller's __main__ (scripts, notebooks, stdin).
-        context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         chunksize = max(1, len(jobs) // (num_proc * 8))
         try:
-            with ProcessPoolExecutor(num_proc, mp_context=context) as pool:
+            with _process_pool(num_proc) as pool:
                 results = list(tqdm(pool.map(_load_take_for_build, jobs, chunksize=chunksize), **bar))
         except BrokenProcessPool as err:
             logger.warning("process pool failed (%s); reading the takes in this process instead", err)
@@ -370,7 +404,8 @@ def build_dataset(
             temporary sibling folder, then renamed).
         num_proc: processes that parse the CSVs (default: 1 for small releases, else the CPU count).
         progress: show progress bars.
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an existing ``out_dir``, only when it is a dataset folder this function wrote
+            (``express4d.json``, card, stats and parquet shards, nothing else); anything else is refused.
         source_description: one sentence for the card about where the data came from.
         pretty_name: the card's title (default "Express4D", or "Express4D procedural stand-in" for a release
             the procedural generator wrote: that card gets a stand-in banner, the project's licence and no gate).
@@ -379,13 +414,16 @@ def build_dataset(
 
     Raises:
         ReleaseFormatError: the release is inconsistent or a motion file cannot be read.
-        DatasetExistsError: ``out_dir`` exists and ``overwrite`` is False.
+        DatasetExistsError: ``out_dir`` exists and ``overwrite`` is False, or it is not a built dataset.
+
+    Temporary folders that an interrupted build of the same ``out_dir`` left behind are removed first.
     """
     release_dir, out_dir = Path(release_dir).expanduser().resolve(), Path(out_dir).expanduser().resolve()
-    if out_dir.exists() and not overwrite:
-        raise DatasetExistsError(f"{out_dir}: exists already; pass --overwrite (overwrite=True) to replace it")
     if out_dir == release_dir or release_dir in out_dir.parents:
         raise ValueError(f"{out_dir}: put the built dataset outside the release folder {release_dir}")
+    _check_replaceable(out_dir, overwrite)
+    if out_dir.parent.is_dir():
+        remove_stale_temporaries(out_dir)
     release = read_release(release_dir)
     procedural = is_procedural_release(release_dir)
     if pretty_name is None:
@@ -403,9 +441,12 @@ def build_dataset(
         (m.values_train_fps for _, m in train_rows), fps=TRAIN_FPS, split="train", num_clips=len(train_rows)
     )
     fingerprint = _data_fingerprint(rows_by_split)
+    if not (np.isfinite(stats.mean).all() and np.isfinite(stats.std).all()):  # guarded by the value checks above
+        raise ReleaseFormatError(release.root, [("bad_motion", "train split", "the normalisation stats are not finite")])
     stats.info["data_fingerprint"] = fingerprint
 
-    tmp = out_dir.parent / f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "data").mkdir(parents=True)
     try:
         shard_files = {s: _write_split(tmp, s, rows, max_shard_bytes) for s, rows in rows_by_split.items()}
@@ -448,10 +489,100 @@ def build_dataset(
 
 
 def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is replaced only with ``overwrite``."""
-    if out_dir.exists() and not overwrite:
-        raise DatasetExistsError(f"{out_dir}: appeared while building; pass overwrite=True to replace it")
+    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is replaced only with ``overwrite`` and only when it
+    is a dataset this package built (checked again: it may have changed during the build)."""
+    _check_replaceable(out_dir, overwrite)
     replace_folder(tmp, out_dir)
+
+
+#: What a built dataset folder may hold besides its parquet shards: ``--overwrite`` replaces nothing else.
+_BUILT_ENTRIES = {CARD_NAME, STATS_NAME, MANIFEST_NAME, "data", ".gitattributes", ".cache", ".huggingface"}
+
+
+def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """Raise :class:`DatasetExistsError` unless ``out_dir`` is absent, an empty folder, or (with ``overwrite``) a
+    folder :func:`build_dataset` wrote and that holds nothing else: a user's files are never deleted."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise DatasetExistsError(f"{out_dir}: exists and is not a folder; choose another output path (nothing was "
+                                 "replaced)")  # fmt: skip
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise DatasetExistsError(f"{out_dir}: exists already; pass --overwrite (overwrite=True) to replace it")
+    problem = _not_a_built_dataset(out_dir, entries)
+    if problem:
+        raise DatasetExistsError(f"{out_dir}: --overwrite replaces only a dataset folder built by `express4d data "
+                                 f"build`, and this one {problem}; nothing was deleted. Move those files away or "
+                                 "choose another OUT_DIR")  # fmt: skip
+
+
+def _not_a_built_dataset(folder: Path, entries: list[str]) -> str | None:
+    """Why ``folder`` is not a (pure) built dataset, or ``None`` when it is one."""
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        ok = isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("express4d-hf/")
+    except (OSError, ValueError):
+        ok = False
+    if not ok or not is_built_dataset(folder):
+        return f"has no valid {MANIFEST_NAME}, {CARD_NAME}, {STATS_NAME} and data/*.parquet"
+    other = [e for e in entries if e not in _BUILT_ENTRIES]
+    other += [f"data/{p.name}" for p in (folder / "data").iterdir() if p.suffix != ".parquet" or not p.is_file()]
+    if other:
+        shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        return f"also holds files the build did not write ({shown})"
+    return None
+
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>building|replaced)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
+
+
+def remove_stale_temporaries(out_dir: str | os.PathLike, min_age_s: float = 600.0) -> list[Path]:
+    """Delete the temporary folders an interrupted build of ``out_dir`` left beside it; returns what was removed.
+
+    ``.<name>.building-<pid>-<id>`` goes when process ``<pid>`` is gone (older names without a pid when older than
+    ``min_age_s``); ``.<name>.replaced-<id>`` (the previous dataset, moved aside) goes once ``out_dir`` exists.
+    """
+    import time
+
+    out_dir = Path(out_dir)
+    removed = []
+    for path in out_dir.parent.glob(f".{glob_escape(out_dir.name)}.*-*"):
+        match = _TEMP_RE.match(path.name)
+        if match is None or match["name"] != out_dir.name or not path.is_dir() or path.is_symlink():
+            continue
+        if match["kind"] == "replaced":
+            stale = out_dir.is_dir()
+        elif match["pid"] is not None:
+            stale = int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"]))
+        else:
+            try:
+                stale = time.time() - path.stat().st_mtime > min_age_s
+            except OSError:
+                stale = False
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed %s, left by an interrupted build", path)
+            removed.append(path)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 # --- resolving and loading --------------------------------------------------------------------------
@@ -504,8 +635,9 @@ def _build_into_cache(release_dir: Path, target: Path, progress: bool, **kwargs:
     try:
         build_dataset(release_dir, target, progress=progress, **kwargs)
     except DatasetExistsError:
-        if not is_built_dataset(target):  # a half-written folder from something else: rebuild
-            build_dataset(release_dir, target, progress=progress, overwrite=True, **kwargs)
+        if not is_built_dataset(target):  # a half-written folder in our own cache: remove it, then rebuild
+            shutil.rmtree(target, ignore_errors=True)
+            build_dataset(release_dir, target, progress=progress, **kwargs)
 
 
 def _download(repo_id: str) -> Path:
@@ -615,7 +747,9 @@ def dataset_summary(folder: str | os.PathLike) -> dict[str, Any]:
         if not files:
             continue
         columns = ["id", "caption", "captions", "performer", "fps", "num_frames"]
-        tables = [pq.read_table(f, columns=columns) for f in files]
+        # One thread: Arrow's reader threads could otherwise free datasets' Python-backed extension type (Array2D)
+        # after interpreter shutdown began, aborting the process after its work was done (exit 134).
+        tables = [pq.ParquetFile(f).read(columns=columns, use_threads=False) for f in files]
         num_frames = np.concatenate([t.column("num_frames").to_numpy() for t in tables])
         fps = np.concatenate([t.column("fps").to_numpy() for t in tables])
         performers = np.concatenate([t.column("performer").to_numpy() for t in tables])

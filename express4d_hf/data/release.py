@@ -41,7 +41,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..arkit import NUM_CHANNELS
+from ..arkit import CHANNELS, NUM_CHANNELS
 from ..constants import CAPTURE_FPS
 from ..livelink import FaceMotion, read_livelink_csv
 
@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 MOTION_SUFFIXES = (".csv", ".npy")
+#: Largest magnitude a motion value may have in a release: blendshapes live near [0, 1] and rotations are in
+#: radians, so anything beyond is a corrupt cell (one 1e30 would swamp the normalisation stats).
+MAX_ABS_MOTION_VALUE = 1000.0
 
 
 class ReleaseFormatError(ValueError):
@@ -86,6 +89,7 @@ _PROBLEM_TEXT = {
     "empty_caption": ("caption file(s) without any caption", "write at least one line 'caption#word/POS ...'"),
     "ambiguous_data": ("take(s) with both a .csv and a .npy motion file", "keep only one of them"),
     "bad_performers": ("problem(s) in performers.json", "make it a JSON object {\"<take>\": <performer id>}"),
+    "bad_text": ("text file(s) that are not UTF-8", "save each named file as UTF-8 (the line and byte are named)"),
     "bad_motion": ("motion file(s) that cannot be read",
                    "re-export the take from Live Link Face (or re-save the .npy), or remove it from the split files"),
 }
@@ -179,11 +183,17 @@ def load_motion_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray,
                 f"{path}: expected a numeric [frames, {NUM_CHANNELS}] array in Live Link channel order, "
                 f"got {values.dtype} {values.shape}"
             )
+        with np.errstate(invalid="ignore", over="ignore"):
+            bad = ~(np.abs(values.astype(np.float64)) <= MAX_ABS_MOTION_VALUE)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{path}, row {row} (frame {row}), column {col} ({CHANNELS[col]}): value {values[row, col]!r} is not "
+                f"finite or beyond +-{MAX_ABS_MOTION_VALUE:g}; fix or re-export the take"
+            )
         values = np.ascontiguousarray(values, dtype=np.float32)
-        if not np.isfinite(values).all():
-            raise ValueError(f"{path}: holds NaN or infinite values; fix or re-export the take")
         return values, np.ones(len(values), dtype=bool), float(CAPTURE_FPS), {"source": str(path)}
-    motion = read_livelink_csv(path)
+    motion = read_livelink_csv(path, max_abs_value=MAX_ABS_MOTION_VALUE)
     return motion.values, motion.valid, motion.fps, dict(motion.metadata)
 
 
@@ -208,9 +218,39 @@ def parse_caption_file(text: str) -> tuple[list[str], list[str]]:
     return captions, tokens
 
 
-def _read_split_file(path: Path) -> list[str]:
+class _BadText(Exception):
+    def __init__(self, detail: str):
+        self.detail = detail
+
+
+def read_text_strict(path: Path) -> str:
+    """The UTF-8 text of ``path`` (a leading BOM dropped); raises ``_BadText`` naming the line and byte otherwise."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        prefix = data[: err.start]
+        line = prefix.count(b"\n") + 1
+        column = err.start - (prefix.rfind(b"\n") + 1) + 1
+        raise _BadText(f"line {line}, byte {column}: 0x{data[err.start]:02x} is not UTF-8") from None
+
+
+def _read_text_or_problem(root: Path, path: Path, problems: list[tuple[str, str, str]]) -> str | None:
+    try:
+        return read_text_strict(path)
+    except _BadText as bad:
+        problems.append(("bad_text", path.relative_to(root).as_posix(), bad.detail))
+        return None
+
+
+def _read_split_file(root: Path, path: Path, problems: list[tuple[str, str, str]]) -> list[str]:
     names = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    text = _read_text_or_problem(root, path, problems)
+    if text is None:  # without the split, every take would also be reported as unsplit: stop here
+        raise ReleaseFormatError(root, problems)
+    for line in text.splitlines():
         name = line.strip()
         if name:
             stem, suffix = os.path.splitext(name)
@@ -222,8 +262,11 @@ def _performer_ids(path: Path, problems: list[tuple[str, str, str]]) -> tuple[di
     """Map take -> integer performer id. Integer labels (or digit strings) are kept as they are;
     other string labels are numbered in sorted order and the names returned for the record."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raw = json.loads(read_text_strict(path))
+    except _BadText as bad:
+        problems.append(("bad_text", path.name, bad.detail))
+        return {}, {}
+    except json.JSONDecodeError as err:
         problems.append(("bad_performers", path.name, f"not valid JSON: {err}"))
         return {}, {}
     if not isinstance(raw, dict):
@@ -272,7 +315,7 @@ def read_release(root: str | os.PathLike) -> Release:
     ordered: list[tuple[str, str]] = []
     for split in SPLITS:
         seen: set[str] = set()
-        for name in _read_split_file(root / f"{split}.txt"):
+        for name in _read_split_file(root, root / f"{split}.txt", problems):
             if name in seen:
                 problems.append(("duplicate", name, f"{split}.txt"))
                 continue
@@ -304,8 +347,10 @@ def read_release(root: str | os.PathLike) -> Release:
         if text_path is None:
             problems.append(("no_text", name, f"{split}.txt"))
         else:
-            captions, tokens = parse_caption_file(text_path.read_text(encoding="utf-8-sig", errors="replace"))
-            if not captions:
+            text = _read_text_or_problem(root, text_path, problems)
+            if text is not None:
+                captions, tokens = parse_caption_file(text)
+            if text is not None and not captions:
                 problems.append(("empty_caption", f"texts/{text_path.name}", ""))
         if len(files) == 1 and captions:
             takes.append(Take(name, split, files[0], tuple(captions), tuple(tokens), performers.get(name)))
@@ -325,7 +370,10 @@ def read_release(root: str | os.PathLike) -> Release:
 
     plain_prompts: list[str] = []
     if (root / "texts_plain.txt").is_file():
-        plain_prompts = [ln.strip() for ln in (root / "texts_plain.txt").read_text(encoding="utf-8-sig").splitlines()]
+        text = _read_text_or_problem(root, root / "texts_plain.txt", problems)
+        if problems:
+            raise ReleaseFormatError(root, problems)
+        plain_prompts = [ln.strip() for ln in (text or "").splitlines()]
     return Release(root, takes, plain_prompts, performer_names, warnings)
 
 
