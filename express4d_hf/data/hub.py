@@ -422,6 +422,7 @@ def build_dataset(
     if out_dir == release_dir or release_dir in out_dir.parents:
         raise ValueError(f"{out_dir}: put the built dataset outside the release folder {release_dir}")
     _check_replaceable(out_dir, overwrite)
+    _check_writable_parent(out_dir)  # before the heavy work, not after it
     if out_dir.parent.is_dir():
         remove_stale_temporaries(out_dir)
     release = read_release(release_dir)
@@ -497,6 +498,20 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
 
 #: What a built dataset folder may hold besides its parquet shards: ``--overwrite`` replaces nothing else.
 _BUILT_ENTRIES = {CARD_NAME, STATS_NAME, MANIFEST_NAME, "data", ".gitattributes", ".cache", ".huggingface"}
+
+
+def _check_writable_parent(out_dir: Path) -> None:
+    """Raise the ``OSError`` the final rename would meet, now: the nearest existing ancestor of ``out_dir`` must
+    be a folder this process can write into."""
+    import errno
+
+    anchor = out_dir.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is not a folder, so the dataset cannot be written below it", str(anchor))
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "no permission to write the dataset there", str(anchor))
 
 
 def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
