@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompts", dest="prompts_file", default=None, metavar="FILE",
                         help="a text file with one prompt per line (blank lines and lines starting with # skipped); "
                         "its prompts follow any PROMPT given")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="prompts generated together (default 16)")
     parser.add_argument("--glb", action="store_true", help="also write the animated Face Cap head (.glb, licence notice beside it)")
     parser.add_argument("--raw", action="store_true",
                         help="keep the model's raw blendshape values (default: clamped to [0, 1] on export)")  # fmt: skip
