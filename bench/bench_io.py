@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from express4d_hf import FaceMotion, read_livelink_csv
+from express4d_hf.livelink import write_livelink_csv
 
 
 def _motion(seconds: float, seed: int) -> FaceMotion:
@@ -48,7 +49,7 @@ def main() -> None:
                  (f"long take ({args.minutes:g} min)", [_motion(args.minutes * 60, 0)])]  # fmt: skip
         for name, motions in cases:
             paths = [Path(tmp) / f"{name[:4]}_{i}.csv" for i in range(len(motions))]
-            write_s = _time(lambda: [m.to_livelink_csv(p) for m, p in zip(motions, paths)], 1)
+            write_s = _time(lambda: [write_livelink_csv(m, p) for m, p in zip(motions, paths)], 1)
             mb = sum(p.stat().st_size for p in paths) / 1e6
             parse_s = _time(lambda: [read_livelink_csv(p) for p in paths], args.repeat)
             print(f"{name:<28}{mb:>8.1f}{parse_s:>10.3f}{mb / parse_s:>12.1f}{write_s:>10.3f}{mb / write_s:>12.1f}")

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
 
-    from express4d_hf.benchmark import BenchmarkConfig, run_benchmark
+    from express4d_hf.apps.benchmark import BenchmarkConfig, run_benchmark
     from express4d_hf.training.common import run_metadata, write_json
 
     run = Path(args.run)

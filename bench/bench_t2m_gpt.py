@@ -92,7 +92,7 @@ def _optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch
 
 def time_training(args: argparse.Namespace, device: torch.device, text_dim: int) -> list[dict[str, Any]]:
     """Samples/s of both stages' losses on synthetic batches, with run_training's precision settings."""
-    from express4d_hf.constants import MAX_FRAMES
+    from express4d_hf.core.constants import MAX_FRAMES
     from express4d_hf.training.mdm import CaptionTable
     from express4d_hf.training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig, gpt_loss_fn, vqvae_loss_fn
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
-    from express4d_hf.text import load_text_encoder, text_hidden_size
+    from express4d_hf.models.text import load_text_encoder, text_hidden_size
     from express4d_hf.training.common import run_metadata, write_json
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

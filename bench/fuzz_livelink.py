@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from express4d_hf.arkit import CHANNELS, apple_name, BLENDSHAPES
+from express4d_hf.core.arkit import CHANNELS, apple_name, BLENDSHAPES
 from express4d_hf.livelink import (
     MAX_FRAMES_PER_ROW,
     MAX_TAKE_SECONDS,

@@ -3,8 +3,9 @@
 Data flows one way: CSV -> FaceMotion -> HF dataset -> batches -> model -> FaceMotion -> CSV / glTF / metrics.
 """
 
-from .arkit import CHANNELS as ARKIT_CHANNELS
-from .livelink import FaceMotion, LiveLinkFormatError, read_livelink_csv
+from .core.arkit import CHANNELS as ARKIT_CHANNELS
+from .core.constants import __version__
+from .core.motion import FaceMotion
+from .livelink import LiveLinkFormatError, read_livelink_csv, write_livelink_csv
 
-__version__ = "0.1.0"
-__all__ = ["ARKIT_CHANNELS", "FaceMotion", "LiveLinkFormatError", "read_livelink_csv", "__version__"]
+__all__ = ["ARKIT_CHANNELS", "FaceMotion", "LiveLinkFormatError", "read_livelink_csv", "write_livelink_csv", "__version__"]

@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from . import __version__
+from .core.constants import __version__
 
 # Modules under express4d_hf.commands, each with `register(subparsers)`; listed in help order.
 COMMAND_MODULES = ["data", "train", "generate", "benchmark", "convert", "demo"]

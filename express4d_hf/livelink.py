@@ -1,4 +1,4 @@
-"""``FaceMotion`` and the Live Link Face CSV format (read and write).
+"""The Live Link Face CSV format: :func:`read_livelink_csv` and :func:`write_livelink_csv`.
 
 A Live Link Face CSV has one row per frame: ``Timecode``, ``BlendShapeCount`` (newer app versions
 spell it ``BlendshapeCount``), then 61 float channels. The reader maps columns by name
@@ -8,7 +8,7 @@ and raises :class:`LiveLinkFormatError` naming the file, line and fix for anythi
 
 >>> import numpy as np, io
 >>> m = FaceMotion(np.zeros((120, 61), np.float32), fps=60, caption="A person is smiling")
->>> buf = io.StringIO(); m.to_livelink_csv(buf); _ = buf.seek(0)
+>>> buf = io.StringIO(); write_livelink_csv(m, buf); _ = buf.seek(0)
 >>> back = read_livelink_csv(buf)
 >>> back.num_frames, back.fps, round(back.duration, 2)
 (120, 60.0, 2.0)
@@ -16,19 +16,20 @@ and raises :class:`LiveLinkFormatError` naming the file, line and fix for anythi
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import os
 import re
-import tempfile
-from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
 
-from .arkit import CHANNELS, NUM_CHANNELS, mirror_caption, mirror_values, try_canonical_channel_name
+from .core.arkit import CHANNELS, NUM_CHANNELS, try_canonical_channel_name
+from .core.io import atomic_write_text
+from .core.motion import FaceMotion, format_timecode, timecode_to_frames
+
+__all__ = ["FaceMotion", "LiveLinkFormatError", "find_take_csv", "read_livelink_csv", "write_livelink_csv"]
 
 STANDARD_FPS = (24.0, 25.0, 30.0, 48.0, 50.0, 60.0)
 TrackingLossPolicy = Literal["interpolate", "mask", "raise"]
@@ -70,17 +71,6 @@ class LiveLinkOSError(LiveLinkFormatError, OSError):
     """The path exists but cannot be read (permissions, a device, an I/O error); also an :class:`OSError`."""
 
 
-# --- timecodes ------------------------------------------------------------------------------------
-def format_timecode(frame: int, rate: int, start_frame: int = 0) -> str:
-    """``HH:MM:SS:FF.000`` of frame ``start_frame + frame`` at an integer timecode ``rate``."""
-    f = start_frame + frame
-    ff, s = f % rate, f // rate
-    return f"{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}:{ff:02d}.000"
-
-
-_TIMECODE_RE = re.compile(r"^\s*(\d{1,2}):(\d{2}):(\d{2})[:;](\d{1,3})(?:\.(\d+))?\s*$")
-
-
 def _infer_fps(seconds: np.ndarray) -> float | None:
     steps = np.diff(seconds)
     steps = steps[steps > 1e-6]
@@ -91,223 +81,27 @@ def _infer_fps(seconds: np.ndarray) -> float | None:
     return min(STANDARD_FPS, key=lambda r: abs(1.0 / r - period))
 
 
-# --- FaceMotion --------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class FaceMotion:
-    """A facial performance: ``values`` is ``[frames, 61]`` float32 in :data:`~express4d_hf.arkit.CHANNELS` order.
+# --- writing ---------------------------------------------------------------------------------------
+def write_livelink_csv(motion: FaceMotion, path: str | os.PathLike | IO[str], fps: float | None = 60.0) -> None:
+    """Write a Live Link Face CSV that Live Link importers (Unreal, Blender, Maya) accept.
 
-    Attributes:
-        values: per-frame channel values (blendshapes nominally in [0, 1], rotations in radians).
-        fps: frame rate in frames per second.
-        start_timecode: timecode of the first frame (``HH:MM:SS:FF.fff``), kept for round trips.
-        valid: per-frame bool mask, False where tracking was lost (values there are interpolated or 0).
-        caption: the text instruction this motion performs, if any.
-        metadata: free-form JSON-serialisable information (source file, performer, notes).
+    The motion is resampled to ``fps`` (60 by default, ``None`` keeps its rate) and given its own
+    continuous timecodes starting at its ``start_timecode``. Files are written atomically.
     """
-
-    values: np.ndarray
-    fps: float = 60.0
-    start_timecode: str = "00:00:00:00.000"
-    valid: np.ndarray | None = None
-    caption: str | None = None
-    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        values = np.asarray(self.values, dtype=np.float32)
-        if values.ndim != 2 or values.shape[1] != NUM_CHANNELS:
-            raise ValueError(f"FaceMotion.values must be [frames, {NUM_CHANNELS}], got shape {values.shape}")
-        self.values = np.ascontiguousarray(values)
-        if self.fps is None or not float(self.fps) > 0:
-            raise ValueError(f"FaceMotion.fps must be positive, got {self.fps!r}")
-        self.fps = float(self.fps)
-        if self.valid is None:
-            self.valid = np.ones(len(values), dtype=bool)
-        else:
-            self.valid = np.asarray(self.valid, dtype=bool)
-            if self.valid.shape != (len(values),):
-                raise ValueError(f"FaceMotion.valid must have shape ({len(values)},), got {self.valid.shape}")
-
-    # -- basic properties
-    @property
-    def num_frames(self) -> int:
-        return int(self.values.shape[0])
-
-    @property
-    def duration(self) -> float:
-        """Length in seconds."""
-        return self.num_frames / self.fps
-
-    def __len__(self) -> int:
-        return self.num_frames
-
-    def channel(self, name: str) -> np.ndarray:
-        """The curve of one channel (any naming style)."""
-        canonical = try_canonical_channel_name(name)
-        if canonical is None:
-            raise KeyError(f"{name!r} is not an ARKit channel")
-        return self.values[:, CHANNELS.index(canonical)]
-
-    def replace(self, **changes: Any) -> FaceMotion:
-        """A copy with some fields changed (metadata is copied, not shared)."""
-        changes.setdefault("metadata", dict(self.metadata))
-        return dataclasses.replace(self, **changes)
-
-    # -- transforms
-    def resample(self, fps: float) -> FaceMotion:
-        """Resample to ``fps`` with an anti-aliasing polyphase filter (not plain frame slicing).
-
-        The valid mask follows the nearest source frame.
-        """
-        fps = float(fps)
-        if math.isclose(fps, self.fps):
-            return self.replace()
-        ratio = Fraction(fps / self.fps).limit_denominator(1000)
-        up, down = ratio.numerator, ratio.denominator
-        n_out = max(1, math.ceil(self.num_frames * up / down))
-        if self.num_frames < 2:
-            values = np.repeat(self.values, n_out, axis=0)
-        else:
-            from scipy.signal import resample_poly
-
-            # padtype="line" avoids ringing towards zero at the clip edges.
-            values = resample_poly(self.values.astype(np.float64), up, down, axis=0, padtype="line")[:n_out]
-        src = np.minimum((np.arange(n_out) * self.fps / fps).round().astype(int), self.num_frames - 1)
-        return self.replace(values=values.astype(np.float32), fps=fps, valid=self.valid[src])
-
-    def crop(self, start: int = 0, stop: int | None = None) -> FaceMotion:
-        """Frames ``[start, stop)``; the start timecode moves with the crop."""
-        stop = self.num_frames if stop is None else stop
-        if not 0 <= start < max(stop, 1) or stop > self.num_frames:
-            raise ValueError(f"crop [{start}, {stop}) is outside a motion of {self.num_frames} frames")
-        timecode = self.start_timecode
-        if start:
-            rate = int(round(self.fps))
-            timecode = format_timecode(start, rate, _timecode_to_frames(self.start_timecode, rate))
-        return self.replace(values=self.values[start:stop], valid=self.valid[start:stop], start_timecode=timecode)
-
-    def mirror(self) -> FaceMotion:
-        """Left/right mirror of the motion and of its caption (whole words)."""
-        caption = mirror_caption(self.caption) if self.caption else self.caption
-        return self.replace(values=mirror_values(self.values), caption=caption)
-
-    # -- conversions
-    def to_numpy(self) -> np.ndarray:
-        return self.values
-
-    @classmethod
-    def from_numpy(cls, values: np.ndarray, fps: float = 60.0, **kwargs: Any) -> FaceMotion:
-        return cls(np.asarray(values, dtype=np.float32), fps=fps, **kwargs)
-
-    def to_torch(self, device: Any = None):
-        import torch
-
-        return torch.from_numpy(self.values.copy()).to(device)
-
-    @classmethod
-    def from_torch(cls, tensor, fps: float = 60.0, **kwargs: Any) -> FaceMotion:
-        return cls(tensor.detach().float().cpu().numpy(), fps=fps, **kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (values as nested lists, channel names included)."""
-        return {
-            "fps": self.fps,
-            "channels": list(CHANNELS),
-            "start_timecode": self.start_timecode,
-            "caption": self.caption,
-            "metadata": self.metadata,
-            "valid": self.valid.tolist(),
-            "values": np.round(self.values.astype(np.float64), 6).tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FaceMotion:
-        if list(data.get("channels", CHANNELS)) != list(CHANNELS):
-            raise ValueError("FaceMotion JSON channels differ from express4d_hf.arkit.CHANNELS")
-        return cls(
-            np.asarray(data["values"], dtype=np.float32).reshape(-1, NUM_CHANNELS),
-            fps=data["fps"],
-            start_timecode=data.get("start_timecode", "00:00:00:00.000"),
-            valid=np.asarray(data["valid"], dtype=bool) if "valid" in data else None,
-            caption=data.get("caption"),
-            metadata=data.get("metadata") or {},
-        )
-
-    # -- writing
-    def to_livelink_csv(self, path: str | os.PathLike | IO[str], fps: float | None = 60.0) -> None:
-        """Write a Live Link Face CSV that Live Link importers (Unreal, Blender, Maya) accept.
-
-        The motion is resampled to ``fps`` (60 by default, ``None`` keeps its rate) and given its own
-        continuous timecodes starting at ``start_timecode``. Files are written atomically.
-        """
-        motion = self if fps is None else self.resample(fps)
-        rate = int(round(motion.fps))
-        start = _timecode_to_frames(self.start_timecode, rate)
-        timecodes = [format_timecode(i, rate, start) for i in range(motion.num_frames)]
-        body = io.StringIO()
-        # 7 significant digits is float32's precision: the round trip is exact to print precision.
-        np.savetxt(body, motion.values, fmt="%.7g", delimiter=",")
-        rows = body.getvalue().splitlines()
-        header = "Timecode,BlendShapeCount," + ",".join(CHANNELS)
-        text = header + "\n" + "".join(f"{tc},{NUM_CHANNELS},{row}\n" for tc, row in zip(timecodes, rows))
-        if hasattr(path, "write"):
-            path.write(text)  # type: ignore[union-attr]
-            return
-        atomic_write_text(Path(path), text)
-
-    def to_gltf(self, path: str | os.PathLike, head: Any = None, fps: float | None = None) -> Path:
-        """Write an animated GLB of the Face Cap head performing this motion (and its licence notice beside it).
-
-        See :func:`express4d_hf.export.gltf.motion_to_gltf` (imported lazily: the exporter is a higher layer).
-        """
-        from .export.gltf import motion_to_gltf
-
-        return motion_to_gltf(self, path, head=head, fps=fps)
-
-
-def _timecode_to_frames(timecode: str, rate: int) -> int:
-    match = _TIMECODE_RE.match(timecode or "")
-    if match is None:
-        return 0
-    h, m, s, ff, _ = match.groups()
-    return (int(h) * 3600 + int(m) * 60 + int(s)) * rate + min(int(ff), rate - 1)
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_folder(tmp: Path, out: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``out``; an existing ``out`` is moved aside first, restored if the
-    rename fails, and deleted after, so ``out`` is never half-written."""
-    import shutil
-    import uuid
-
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex[:8]}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    out = motion if fps is None else motion.resample(fps)
+    rate = int(round(out.fps))
+    start = timecode_to_frames(motion.start_timecode, rate)
+    timecodes = [format_timecode(i, rate, start) for i in range(out.num_frames)]
+    body = io.StringIO()
+    # 7 significant digits is float32's precision: the round trip is exact to print precision.
+    np.savetxt(body, out.values, fmt="%.7g", delimiter=",")
+    rows = body.getvalue().splitlines()
+    header = "Timecode,BlendShapeCount," + ",".join(CHANNELS)
+    text = header + "\n" + "".join(f"{tc},{NUM_CHANNELS},{row}\n" for tc, row in zip(timecodes, rows))
+    if hasattr(path, "write"):
+        path.write(text)  # type: ignore[union-attr]
+        return
+    atomic_write_text(Path(path), text)
 
 
 # --- reading ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from express4d_hf.arkit import CHANNELS
+from express4d_hf.core.arkit import CHANNELS
 from express4d_hf.cli import main
 from express4d_hf.data import hub
 from express4d_hf.data.release import ReleaseFormatError, read_release, write_release

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from express4d_hf.arkit import CHANNEL_INDEX
-from express4d_hf.contribute import (
+from express4d_hf.core.arkit import CHANNEL_INDEX
+from express4d_hf.apps.contribute import (
     CONTRIBUTION_LICENSE,
     ContributionError,
     ValidationRules,
@@ -19,7 +19,7 @@ from express4d_hf.contribute import (
     validate_take,
 )
 from express4d_hf.data.release import read_release
-from express4d_hf.livelink import FaceMotion, format_timecode, read_livelink_csv
+from express4d_hf.livelink import FaceMotion, format_timecode, read_livelink_csv, write_livelink_csv
 
 CAPTION = "A person is smiling softly and then raising their eyebrows"
 
@@ -39,7 +39,7 @@ def write_take(folder, values=None, fps=60, name="take.csv") -> str:
     path = folder / name
     # Start mid-second, as real takes do: the reader infers the timecode rate from the frame field.
     motion = FaceMotion(good_values() if values is None else values, fps=fps, start_timecode="10:00:00:45.000")
-    motion.to_livelink_csv(path, fps=None)
+    write_livelink_csv(motion, path, fps=None)
     return str(path)
 
 
@@ -91,7 +91,7 @@ def test_rejects_duration_outside_1_to_10_s(tmp_path, num_frames):
 
 def test_rejects_too_much_tracking_loss(tmp_path):
     path = tmp_path / "lossy.csv"
-    FaceMotion(good_values(), fps=60).to_livelink_csv(path, fps=None)
+    write_livelink_csv(FaceMotion(good_values(), fps=60), path, fps=None)
     lines = path.read_text().splitlines()
     # Live Link writes "<timecode>,0" rows while the face is lost: a third of the take here.
     for i in range(60, 120):

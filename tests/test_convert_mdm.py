@@ -19,8 +19,8 @@ from express4d_hf.convert.mdm import (
     read_official_args,
     select_state_dict,
 )
-from express4d_hf.data.stats import NormStats
-from express4d_hf.text import encode_prompts, load_text_encoder, prompt_max_tokens, text_hidden_size, tokenize_prompts
+from express4d_hf.core.stats import NormStats
+from express4d_hf.models.text import encode_prompts, load_text_encoder, prompt_max_tokens, text_hidden_size, tokenize_prompts
 
 from official_reference import ReferenceMDM, save_official_mdm
 

@@ -95,7 +95,7 @@ SCRIPT = textwrap.dedent(
 
     # --- default config with a saved TextMotionEvaluator (only once that class exists)
     if want_real_evaluator:
-        from express4d_hf.data.stats import NormStats
+        from express4d_hf.core.stats import NormStats
         from express4d_hf.models.evaluator import TextMotionEvaluator
         model = TextMotionEvaluator.from_text_encoder("tiny", stats=NormStats.compute([c.values for c in clips]))
         model.set_reference(model.embed_motions(clips))  # saved as the FID reference (real_stats)

@@ -6,16 +6,14 @@ import json
 import os
 from dataclasses import replace
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file as load_numpy
 
-from express4d_hf.arkit import CHANNEL_INDEX, NUM_CHANNELS
-from express4d_hf.data.stats import NormStats
+from express4d_hf.core.arkit import CHANNEL_INDEX, NUM_CHANNELS
+from express4d_hf.core.stats import NormStats
 from express4d_hf.livelink import FaceMotion
 from express4d_hf.models.evaluator import REFERENCE_NAME, STATS_NAME, TOKENIZER_DIR, TextMotionEvaluator
 from express4d_hf.training.evaluator import (
@@ -39,12 +37,8 @@ SMALL = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny GRUs run fastest on one thread (and far faster when the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this file runs its tiny models on one thread."""
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +200,8 @@ def test_short_training_separates_two_classes(tmp_path):
     from express4d_hf.data.torch import MotionDataset, collate_motion
     from express4d_hf.evaluation.metrics import r_precision
     from express4d_hf.training.common import LoopConfig, run_training
-    from express4d_hf.training.evaluator import MovementAutoencoder, clips_from_split, movement_loss_fn
+    from express4d_hf.data.splits import clips_from_split
+    from express4d_hf.training.evaluator import MovementAutoencoder, movement_loss_fn
 
     train_split, test_split = _two_class_split(48, seed=0), _two_class_split(32, seed=1)
     clips = clips_from_split(test_split)

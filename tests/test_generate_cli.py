@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np
 import pytest
@@ -19,11 +16,8 @@ from express4d_hf.pipelines.mdm import Express4DMDMPipeline
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this file runs its tiny models on one thread."""
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from express4d_hf.arkit import BLENDSHAPES, CHANNEL_INDEX, CHANNELS, try_canonical_channel_name
+from express4d_hf.core.arkit import BLENDSHAPES, CHANNEL_INDEX, CHANNELS, try_canonical_channel_name
 from express4d_hf.export import facecap, gltf
-from express4d_hf.export.facecap import FbxParseError, head_glb_bytes, load_head, parse_fbx_ascii, read_facecap_fbx
-from express4d_hf.export.gltf import GltfFormatError, glb_animation_values, motion_to_glb_bytes, read_accessor, read_glb
+from express4d_hf.export.facecap import FbxParseError, head_glb_bytes, parse_fbx_ascii, read_facecap_fbx
+from express4d_hf.export.gltf import (
+    GltfFormatError,
+    glb_animation_values,
+    load_head,
+    motion_to_glb_bytes,
+    motion_to_gltf,
+    read_accessor,
+    read_glb,
+)
 from express4d_hf.livelink import FaceMotion
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,7 +255,7 @@ def test_load_head_gives_arrays_for_the_viewer():
 # --- the animated export -----------------------------------------------------------------------------------
 def test_motion_export_round_trips(tmp_path):
     motion = synthetic_motion(seconds=2.0)
-    path = motion.to_gltf(tmp_path / "clip.glb")
+    path = motion_to_gltf(motion, tmp_path / "clip.glb")
     data = path.read_bytes()
     doc = check_glb_structure(data)
     assert len(data) < 3 * 1024 * 1024
@@ -321,7 +329,7 @@ def test_clamp_limits_weights():
 def test_export_errors_are_clear(tmp_path):
     motion = synthetic_motion(seconds=0.2)
     with pytest.raises(ValueError, match=r"\.glb suffix"):
-        motion.to_gltf(tmp_path / "clip.gltf")
+        motion_to_gltf(motion, tmp_path / "clip.gltf")
     values = motion.values.copy()
     values[3, 5] = np.nan
     with pytest.raises(ValueError, match="frame 3"):

@@ -3,10 +3,7 @@ dry run, load_express4d resolution and the `express4d data` verbs."""
 
 from __future__ import annotations
 
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import json
 import shutil
@@ -14,11 +11,11 @@ import shutil
 import numpy as np
 import pytest
 
-from express4d_hf.arkit import CHANNELS
+from express4d_hf.core.arkit import CHANNELS
 from express4d_hf.cli import main
 from express4d_hf.data import hub
 from express4d_hf.data.release import ReleaseFormatError, read_release, write_release
-from express4d_hf.data.stats import NormStats
+from express4d_hf.core.stats import NormStats
 from express4d_hf.livelink import FaceMotion
 
 N_TRAIN, N_TEST = 6, 3

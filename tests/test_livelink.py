@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from express4d_hf import ARKIT_CHANNELS, FaceMotion, LiveLinkFormatError, read_livelink_csv
-from express4d_hf.arkit import (
+from express4d_hf.core.arkit import (
     BLENDSHAPES,
     CHANNEL_INDEX,
     CHANNELS,
@@ -19,7 +19,7 @@ from express4d_hf.arkit import (
     mirror_caption,
     mirror_values,
 )
-from express4d_hf.livelink import format_timecode
+from express4d_hf.livelink import format_timecode, write_livelink_csv
 
 
 def make_csv(
@@ -130,7 +130,7 @@ def test_facemotion_mirror_twice_is_identity(values):
 def test_round_trip_within_print_precision(values, tmp_path):
     m = FaceMotion(values, fps=60, start_timecode="10:20:30:15.000", caption="x")
     path = tmp_path / "take.csv"
-    m.to_livelink_csv(path)
+    write_livelink_csv(m, path)
     back = read_livelink_csv(path)
     assert back.fps == 60 and back.num_frames == m.num_frames and back.valid.all()
     np.testing.assert_allclose(back.values, m.values, rtol=1e-6, atol=1e-7)
@@ -256,7 +256,7 @@ def test_take_folder_without_csv(tmp_path):
 
 def test_take_folder_with_csv(values, tmp_path):
     (tmp_path / "frame_log.csv").write_text("Timecode\n")
-    FaceMotion(values).to_livelink_csv(tmp_path / "MySlate_1_iPhone.csv")
+    write_livelink_csv(FaceMotion(values), tmp_path / "MySlate_1_iPhone.csv")
     assert read_livelink_csv(tmp_path).num_frames == 90
 
 
@@ -309,7 +309,7 @@ def test_bad_shapes():
 def test_csv_written_at_60fps_from_20fps(values):
     m = FaceMotion(values[:40], fps=20)
     buf = io.StringIO()
-    m.to_livelink_csv(buf)
+    write_livelink_csv(m, buf)
     back = read(buf.getvalue())
     assert back.fps == 60 and back.num_frames == 120
     header = buf.getvalue().splitlines()[0].split(",")

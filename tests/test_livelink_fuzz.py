@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from express4d_hf.arkit import CHANNELS
+from express4d_hf.core.arkit import CHANNELS
 from express4d_hf.livelink import (
     MAX_TAKE_SECONDS,
     FaceMotion,

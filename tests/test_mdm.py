@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from card_snippets import run_card_snippet
 from express4d_hf import read_livelink_csv
-from express4d_hf.data.stats import NormStats
+from express4d_hf.core.stats import NormStats
 from express4d_hf.models.mdm import MDMDenoiser
 from express4d_hf.models.normalizer import MotionNormalizer
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
@@ -27,24 +24,16 @@ from express4d_hf.pipelines.mdm import (
     rescale_guidance,
     takes_step_noise,
 )
-from express4d_hf.text import encode_prompts, load_text_encoder, pool_token_states, tokenize_prompts
+from express4d_hf.models.text import encode_prompts, pool_token_states, tokenize_prompts
+from express4d_hf.livelink import write_livelink_csv
 
 TINY = dict(num_layers=2, hidden_size=64, ff_size=128, num_heads=4)
 PROMPTS = ["A person is smiling softly", "A person is blinking twice and then frowning"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and much faster when the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    return load_text_encoder()
+def _one_thread(one_thread):
+    """Every test of this file runs its tiny models on one thread."""
 
 
 def make_pipe(text_encoder, seed: int = 0, **overrides) -> Express4DMDMPipeline:
@@ -340,7 +329,7 @@ def test_text_encoder_width_mismatch_is_explained(text_encoder):
 
 def test_csv_export_reads_back_at_60fps(pipe, tmp_path):
     motion = pipe(PROMPTS[0], num_frames=40, num_inference_steps=2, generator=gen(0)).motions[0]
-    motion.to_livelink_csv(tmp_path / "clip.csv")
+    write_livelink_csv(motion, tmp_path / "clip.csv")
     back = read_livelink_csv(tmp_path / "clip.csv")
     assert back.fps == 60 and back.num_frames == 120
     np.testing.assert_allclose(back.values, motion.resample(60).values, atol=1e-5)

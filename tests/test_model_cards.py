@@ -16,14 +16,14 @@ import pytest
 import torch
 import yaml
 
-from express4d_hf.data.stats import NormStats
+from express4d_hf.core.stats import NormStats
 from express4d_hf.models.mdm import MDMDenoiser
 from express4d_hf.models.normalizer import MotionNormalizer
 from express4d_hf.models.t2m_gpt import T2MGPT, MotionVQVAE
 from express4d_hf.pipelines import cards
 from express4d_hf.pipelines.mdm import Express4DMDMPipeline
 from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
-from express4d_hf.text import load_text_encoder
+from express4d_hf.models.text import load_text_encoder
 from hub_recorder import HubRecorder
 
 SCORES = {
@@ -46,7 +46,7 @@ PROCEDURAL = {"procedural": True, "repo_id": None, "name": "Express4D procedural
 def text_encoder(tmp_path_factory):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from express4d_hf.text import default_text_encoder_path
+    from express4d_hf.models.text import default_text_encoder_path
 
     folder = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = AutoTokenizer.from_pretrained(default_text_encoder_path())

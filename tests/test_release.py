@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from express4d_hf.arkit import CHANNELS
+from express4d_hf.core.arkit import CHANNELS
 from express4d_hf.data.release import (
     ReleaseFormatError,
     is_release_dir,
@@ -15,7 +15,7 @@ from express4d_hf.data.release import (
     read_release,
     write_release,
 )
-from express4d_hf.livelink import FaceMotion
+from express4d_hf.livelink import FaceMotion, write_livelink_csv
 
 
 def _motion(frames: int, seed: int) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_every_problem_is_reported_at_once_by_name(tmp_path):
     root = write_release(tmp_path / "rel", _clips(4, 3))
     (root / "data" / "MySlate_1_iPhone_cal.csv").unlink()  # train take without data
     (root / "texts" / "MySlate_5_iPhone_cal.txt").unlink()  # test take without text
-    FaceMotion(_motion(30, 9)).to_livelink_csv(root / "data" / "Orphan_take.csv")  # data in no split
+    write_livelink_csv(FaceMotion(_motion(30, 9)), root / "data" / "Orphan_take.csv")  # data in no split
     (root / "test.txt").write_text((root / "test.txt").read_text() + "MySlate_2_iPhone_cal\n")  # in both splits
     (root / "texts" / "MySlate_3_iPhone_cal.txt").write_text("\n  \n#only/TOKENS\n")  # no caption
     with pytest.raises(ReleaseFormatError) as info:

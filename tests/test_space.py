@@ -12,7 +12,6 @@ import atexit
 import functools
 import hashlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -22,15 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from express4d_hf.constants import RECOMMENDED_GUIDANCE_RESCALE
-from express4d_hf.livelink import FaceMotion, read_livelink_csv
+from express4d_hf.core.constants import RECOMMENDED_GUIDANCE_RESCALE
+from express4d_hf.livelink import FaceMotion, read_livelink_csv, write_livelink_csv
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "A person is winking with their left eye while smiling"
@@ -74,7 +70,7 @@ def tiny_assets() -> tuple[Path, Path, Path]:
 @functools.cache
 def running_space():
     """``(Express4DSpace, url)`` of the app launched on a free localhost port, closed at exit."""
-    from express4d_hf.space import build_app
+    from express4d_hf.apps.space import build_app
 
     root, model, release = tiny_assets()
     app = build_app(models=[model], data=release, contributions_dir=root / "contributions", default_steps=2,
@@ -162,7 +158,7 @@ def test_uploads_are_limited_to_20_mb(space):
 
 # --- no model -----------------------------------------------------------------------------------------
 def test_app_without_a_model_starts_and_names_the_training_command(tmp_path):
-    from express4d_hf.space import TRAIN_COMMAND, Express4DSpace, SpaceConfig
+    from express4d_hf.apps.space import TRAIN_COMMAND, Express4DSpace, SpaceConfig
 
     app = Express4DSpace(SpaceConfig(models=[str(tmp_path)], contributions_dir=tmp_path / "c", output_dir=tmp_path / "o"))
     assert app.models == {} and "no model_index.json" in app.model_problems[0]
@@ -201,12 +197,12 @@ def _take(tmp_path, name, num_frames=180):
     values = np.zeros((num_frames, 61), np.float32)
     values[:, :52] = 0.3 + 0.2 * np.sin(t + np.arange(52, dtype=np.float32) / 8)
     path = tmp_path / name
-    FaceMotion(values, fps=60, start_timecode="09:00:00:45.000").to_livelink_csv(path, fps=None)
+    write_livelink_csv(FaceMotion(values, fps=60, start_timecode="09:00:00:45.000"), path, fps=None)
     return str(path)
 
 
 def test_contribute_flow_in_the_app(space, tmp_path):
-    from express4d_hf.space import _user_errors
+    from express4d_hf.apps.space import _user_errors
 
     app, _ = space
     rejected = _take(tmp_path, "short.csv", num_frames=30)
@@ -235,7 +231,7 @@ def test_contribute_flow_in_the_app(space, tmp_path):
 def test_viewer_is_served_by_the_app_without_any_cdn(space):
     import httpx
 
-    from express4d_hf.space import VIEWER_BUNDLE, VIEWER_DIR
+    from express4d_hf.apps.space import VIEWER_BUNDLE, VIEWER_DIR
 
     app, url = space
     module = httpx.get(url + app.module_url(), timeout=30)

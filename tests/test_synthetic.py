@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from express4d_hf.arkit import CHANNEL_INDEX, CHANNELS, mirror_caption
+from express4d_hf.core.arkit import CHANNEL_INDEX, CHANNELS, mirror_caption
 from express4d_hf.data import synthetic as syn
 from express4d_hf.data.synthetic import (
     PRIMITIVE_LIBRARY,

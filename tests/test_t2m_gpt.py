@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np
 import pytest
@@ -14,13 +11,14 @@ import torch
 
 from card_snippets import run_card_snippet
 from express4d_hf import read_livelink_csv
-from express4d_hf.data.stats import NormStats
+from express4d_hf.core.stats import NormStats
 from express4d_hf.models.normalizer import MotionNormalizer
 from express4d_hf.models.t2m_gpt import T2MGPT, MotionVQVAE, filter_logits
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
 from express4d_hf.pipelines.loading import load_pipeline
 from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
-from express4d_hf.text import load_text_encoder
+from express4d_hf.models.text import load_text_encoder
+from express4d_hf.livelink import write_livelink_csv
 
 VQ = dict(num_codes=32, code_dim=16, width=32, depth=2)
 GPT = dict(num_codes=32, hidden_size=32, num_layers=2, num_heads=4, dropout=0.0)
@@ -33,7 +31,7 @@ def text_encoder_dir(tmp_path_factory):
     milliseconds (the pipeline takes any encoder; the default MiniLM is exercised by the module doctest)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from express4d_hf.text import default_text_encoder_path
+    from express4d_hf.models.text import default_text_encoder_path
 
     folder = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = AutoTokenizer.from_pretrained(default_text_encoder_path())
@@ -240,7 +238,7 @@ def test_save_load_round_trip_and_csv_export(pipe, tmp_path):
     torch.testing.assert_close(loaded.normalizer.std, pipe.normalizer.std)
 
     motion = a[0]
-    motion.to_livelink_csv(tmp_path / "take.csv")
+    write_livelink_csv(motion, tmp_path / "take.csv")
     back = read_livelink_csv(tmp_path / "take.csv")
     assert back.fps == 60.0 and back.num_frames == 3 * motion.num_frames
     np.testing.assert_allclose(back.values, motion.resample(60).values, atol=1e-4)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from express4d_hf.arkit import CHANNEL_INDEX, CHANNELS
+from express4d_hf.core.arkit import CHANNEL_INDEX, CHANNELS
 from express4d_hf.data.hub import dataset_features
-from express4d_hf.data.stats import NormStats
+from express4d_hf.core.stats import NormStats
 from express4d_hf.data.torch import MotionDataset, collate_motion
 from express4d_hf.livelink import FaceMotion
 

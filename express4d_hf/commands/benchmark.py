@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import DIFFUSION_SAMPLERS
+from ..core.constants import DIFFUSION_SAMPLERS
 from .arguments import finite_float, non_negative_int, positive_int, unit_float
 
 
@@ -55,7 +55,7 @@ def _parse_steps(items: list[str]) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..benchmark import BenchmarkConfig, run_benchmark
+    from ..apps.benchmark import BenchmarkConfig, run_benchmark
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     max_clips = args.max_test_clips

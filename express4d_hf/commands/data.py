@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..constants import TRAIN_FPS
+from ..core.constants import TRAIN_FPS
 from .arguments import positive_int
 
 
@@ -110,7 +110,7 @@ def _push(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from ..data.hub import dataset_summary, is_built_dataset, resolve_dataset_dir, stats_summary_lines
     from ..data.release import is_release_dir, read_release
-    from ..data.stats import NormStats
+    from ..core.stats import NormStats
 
     path = Path(args.data).expanduser()
     if path.is_dir() and not is_built_dataset(path) and is_release_dir(path):

@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise CommandError(f"--concurrency must be at least 1, got {args.concurrency}")
 
-    from ..space import build_app
+    from ..apps.space import build_app
 
     overrides = {"concurrency": args.concurrency}
     if args.contributions:

@@ -9,7 +9,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..constants import DIFFUSION_SAMPLERS
+from ..core.constants import DIFFUSION_SAMPLERS
+from ..livelink import write_livelink_csv
 from .arguments import device, finite_float, positive_float, positive_int, unit_float
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def output_paths(out: str | Path, captions: list[str]) -> list[Path]:
         if len(captions) == 1:
             return [out]
         return [out.with_name(f"{out.stem}_{k:02d}.csv") for k in range(len(captions))]
-    from ..plotting import caption_slug
+    from ..export.plotting import caption_slug
 
     return [out / f"{k:02d}_{caption_slug(caption)}.csv" for k, caption in enumerate(captions)]
 
@@ -96,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
     from ..pipelines.common import check_prompts, clamp_blendshapes
     from ..pipelines.loading import load_pipeline
-    from ..plotting import plot_channel_curves
+    from ..export.plotting import plot_channel_curves
 
     prompts = list(args.prompts) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     if not prompts:
@@ -159,7 +160,7 @@ def write_generated(motion, csv_path: Path, raw: bool = False, glb: bool = False
     Unless ``raw``, the blendshapes are clamped to [0, 1] in every file (:func:`clamp_blendshapes`); the CSV is
     clamped after resampling to 60 fps, so the resampling filter cannot push a value back out of range.
     """
-    from ..livelink import atomic_write_text
+    from ..core.io import atomic_write_text
     from ..pipelines.common import clamp_blendshapes
 
     csv_path = Path(csv_path)
@@ -167,7 +168,7 @@ def write_generated(motion, csv_path: Path, raw: bool = False, glb: bool = False
     at_60 = motion.resample(60)
     if not raw:
         motion, at_60 = clamp_blendshapes(motion), clamp_blendshapes(at_60)
-    at_60.to_livelink_csv(csv_path, fps=None)
+    write_livelink_csv(at_60, csv_path, fps=None)
     written = [csv_path, csv_path.with_suffix(".json")]
     atomic_write_text(written[1], json.dumps(motion.to_dict()) + "\n")
     if glb:

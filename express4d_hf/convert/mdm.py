@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..arkit import NUM_CHANNELS
-from ..constants import MAX_FRAMES, TRAIN_FPS
-from ..data.stats import NormStats
-from ..livelink import replace_folder
+from ..core.arkit import NUM_CHANNELS
+from ..core.constants import MAX_FRAMES, TRAIN_FPS
+from ..core.stats import NormStats
+from ..core.io import replace_folder
 from ..models.mdm import MDMDenoiser, sinusoidal_positions
 from ..models.normalizer import MotionNormalizer
 from .common import KeyMapping, OfficialCheckpointError, file_sha256, load_official_torch_file
@@ -270,7 +270,7 @@ def convert_official_mdm(
         overwrite: replace an existing ``out_dir``.
     """
     from ..pipelines.mdm import Express4DMDMPipeline
-    from ..text import CLIP_PROJECTED_POOLING, load_text_encoder, text_pooling
+    from ..models.text import CLIP_PROJECTED_POOLING, load_text_encoder, text_pooling
 
     checkpoint = Path(checkpoint).expanduser()
     out = Path(out_dir).expanduser()

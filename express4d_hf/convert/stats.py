@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arkit import CHANNELS, NUM_CHANNELS
-from ..constants import CAPTURE_FPS
-from ..data.stats import NormStats
+from ..core.arkit import CHANNELS, NUM_CHANNELS
+from ..core.constants import CAPTURE_FPS
+from ..core.stats import NormStats
 
 logger = logging.getLogger(__name__)
 

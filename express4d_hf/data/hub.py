@@ -33,12 +33,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import __version__
-from ..arkit import CHANNELS, NUM_CHANNELS
-from ..constants import HUB_CARDS_DIR, TRAIN_FPS
-from ..livelink import FaceMotion, LiveLinkFormatError, atomic_write_text, replace_folder
+from ..core.constants import __version__
+from ..core.arkit import CHANNELS, NUM_CHANNELS
+from ..core.constants import HUB_CARDS_DIR, TRAIN_FPS
+from ..core.motion import FaceMotion
+from ..livelink import LiveLinkFormatError
+from ..core.io import atomic_write_text, replace_folder
 from .release import SPLITS, Release, ReleaseFormatError, Take, is_release_dir, load_motion_arrays, read_release
-from .stats import NormStats
+from ..core.stats import NormStats
 
 logger = logging.getLogger(__name__)
 

@@ -41,9 +41,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..arkit import CHANNELS, NUM_CHANNELS
-from ..constants import CAPTURE_FPS
-from ..livelink import FaceMotion, read_livelink_csv
+from ..core.arkit import CHANNELS, NUM_CHANNELS
+from ..core.constants import CAPTURE_FPS
+from ..core.motion import FaceMotion
+from ..livelink import read_livelink_csv, write_livelink_csv
 
 logger = logging.getLogger(__name__)
 
@@ -416,7 +417,7 @@ def write_release(
             names[split].append(name)
             if motion_format == "csv":
                 motion = motion if isinstance(motion, FaceMotion) else FaceMotion(motion, fps=CAPTURE_FPS)
-                motion.to_livelink_csv(tmp / "data" / f"{name}.csv", fps=CAPTURE_FPS)
+                write_livelink_csv(motion, tmp / "data" / f"{name}.csv", fps=CAPTURE_FPS)
             else:
                 values = motion.resample(CAPTURE_FPS).values if isinstance(motion, FaceMotion) else motion
                 np.save(tmp / "data" / f"{name}.npy", np.asarray(values, dtype=np.float32), allow_pickle=False)

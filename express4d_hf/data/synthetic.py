@@ -46,17 +46,17 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..arkit import CHANNEL_INDEX, CHANNELS, NUM_CHANNELS
-from ..constants import CAPTURE_FPS
-from ..livelink import FaceMotion, atomic_write_text, format_timecode, replace_folder
+from ..core.arkit import CHANNEL_INDEX, CHANNELS, NUM_CHANNELS
+from ..core.constants import CAPTURE_FPS
+from ..core.motion import FaceMotion, format_timecode
+from ..core.io import atomic_folder, atomic_write_text
+from ..livelink import write_livelink_csv
 
 __all__ = [
     "BASE_PRIMITIVES",
@@ -1084,7 +1084,7 @@ def _write_take(k: int) -> tuple[int, str, float]:
     clip = generate_clip(rng, style, spec=state["specs"][k], prompt=state["prompts"][k])
     name = take_name(k + 1)
     root: Path = state["root"]
-    clip.motion.to_livelink_csv(root / "data" / f"{name}.csv", fps=None)
+    write_livelink_csv(clip.motion, root / "data" / f"{name}.csv", fps=None)
     lines = "".join(f"{c}#{pos_tag(c)}\n" for c in clip.captions)
     with open(root / "texts" / f"{name}.txt", "w", encoding="utf-8", newline="\n") as f:
         f.write(lines)
@@ -1128,40 +1128,39 @@ def synthesize_release(
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the release should be readable like any folder
     try:
-        (tmp / "data").mkdir()
-        (tmp / "texts").mkdir()
-        performers, specs, prompts = _plan_release(num_clips, participants, seed)
-        styles = [PerformerStyle.sample(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, p))), p)
-                  for p in range(participants)]  # fmt: skip
-        _WORKER_STATE.update(seed=seed, styles=styles, performers=performers, specs=specs, prompts=prompts, root=tmp)
-        final_prompts = [""] * num_clips
-        for k, prompt, _ in _run_takes(num_clips, progress, workers):
-            final_prompts[k] = prompt
+        with atomic_folder(out) as tmp:
+            _write_release(tmp, num_clips, participants, seed, test_fraction, progress, workers)
+    finally:
         _WORKER_STATE.clear()
-
-        names = [take_name(k + 1) for k in range(num_clips)]
-        train, test = _split(num_clips, test_fraction, seed)
-        atomic_write_text(tmp / "train.txt", "".join(f"{names[k]}\n" for k in train))
-        atomic_write_text(tmp / "test.txt", "".join(f"{names[k]}\n" for k in test))
-        atomic_write_text(tmp / "texts_plain.txt", "".join(f"{p}\n" for p in final_prompts))
-        atomic_write_text(tmp / "performers.json", json.dumps(dict(zip(names, performers)), indent=1) + "\n")
-        readme = _README.format(
-            n=num_clips, participants=participants, seed=seed, last_performer=participants - 1,
-            train_pct=round(100 * (1 - test_fraction)), test_pct=round(100 * test_fraction),
-        )  # fmt: skip
-        atomic_write_text(tmp / "README.txt", readme)
-        replace_folder(tmp, out)
-    except BaseException:
-        _WORKER_STATE.clear()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
+
+
+def _write_release(tmp: Path, num_clips: int, participants: int, seed: int, test_fraction: float, progress: bool,
+                   workers: int | None) -> None:  # fmt: skip
+    """Write the takes, texts, splits and README of a release into the (temporary) folder ``tmp``."""
+    (tmp / "data").mkdir()
+    (tmp / "texts").mkdir()
+    performers, specs, prompts = _plan_release(num_clips, participants, seed)
+    styles = [PerformerStyle.sample(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, p))), p)
+              for p in range(participants)]  # fmt: skip
+    _WORKER_STATE.update(seed=seed, styles=styles, performers=performers, specs=specs, prompts=prompts, root=tmp)
+    final_prompts = [""] * num_clips
+    for k, prompt, _ in _run_takes(num_clips, progress, workers):
+        final_prompts[k] = prompt
+    _WORKER_STATE.clear()
+
+    names = [take_name(k + 1) for k in range(num_clips)]
+    train, test = _split(num_clips, test_fraction, seed)
+    atomic_write_text(tmp / "train.txt", "".join(f"{names[k]}\n" for k in train))
+    atomic_write_text(tmp / "test.txt", "".join(f"{names[k]}\n" for k in test))
+    atomic_write_text(tmp / "texts_plain.txt", "".join(f"{p}\n" for p in final_prompts))
+    atomic_write_text(tmp / "performers.json", json.dumps(dict(zip(names, performers)), indent=1) + "\n")
+    readme = _README.format(
+        n=num_clips, participants=participants, seed=seed, last_performer=participants - 1,
+        train_pct=round(100 * (1 - test_fraction)), test_pct=round(100 * test_fraction),
+    )  # fmt: skip
+    atomic_write_text(tmp / "README.txt", readme)
 
 
 def _run_takes(num_clips: int, progress: bool, workers: int | None) -> Iterable[tuple[int, str, float]]:

@@ -21,10 +21,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..arkit import NUM_CHANNELS, mirror_caption, mirror_values
-from ..constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
-from ..livelink import FaceMotion
-from .stats import NormStats
+from ..core.arkit import NUM_CHANNELS, mirror_caption, mirror_values
+from ..core.constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
+from ..core.motion import FaceMotion
+from ..core.stats import NormStats
 
 logger = logging.getLogger(__name__)
 

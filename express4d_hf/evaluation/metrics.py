@@ -35,7 +35,7 @@ import math
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from ..constants import EVAL_GROUP_SIZE
+from ..core.constants import EVAL_GROUP_SIZE
 
 __all__ = [
     "DIVERSITY_PAIRS",

@@ -34,9 +34,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..arkit import NUM_CHANNELS
-from ..constants import EVAL_GROUP_SIZE, MAX_FRAMES, TRAIN_FPS
-from ..livelink import FaceMotion, atomic_write_text
+from ..core.arkit import NUM_CHANNELS
+from ..core.constants import EVAL_GROUP_SIZE, MAX_FRAMES, TRAIN_FPS
+from ..core.motion import FaceMotion
+from ..core.io import atomic_write_text
 from . import metrics
 
 __all__ = [

@@ -13,7 +13,7 @@ directly: no retargeting, no rig. This module has two layers:
   triangulated, the blendshapes as sparse deltas keyed by our channel names
   (:func:`express4d_hf.arkit.canonical_channel_name`), the eye pivots for gaze, and the texture bytes.
 
-Runtime code never needs the FBX: :func:`load_head` reads the compact GLB shipped in the package
+Runtime code never needs the FBX: :func:`express4d_hf.export.gltf.load_head` reads the compact GLB shipped in the package
 (``express4d_hf/assets/facecap_head/facecap_head.glb``, written by ``scripts/convert_facecap_head.py``).
 
 >>> root = parse_fbx_ascii('; comment\\nGeo: 7, "Geometry::", "Mesh" {\\n  Vertices: *3 {\\n a: 1,2.5,-3e1\\n }\\n}\\n')
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..arkit import BLENDSHAPES, try_canonical_channel_name
+from ..core.arkit import BLENDSHAPES, try_canonical_channel_name
 
 #: The shipped, derived asset (see NOTICE.md next to it).
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "facecap_head"
@@ -720,7 +720,6 @@ def _neck_pivot(head_positions: np.ndarray) -> np.ndarray:
 # =====================================================================================================
 # The shipped asset
 # =====================================================================================================
-_HEAD_CACHE: dict[str, FaceCapHead] = {}
 
 
 def head_glb_bytes() -> bytes:
@@ -734,24 +733,6 @@ def head_glb_bytes() -> bytes:
             "`python scripts/convert_facecap_head.py` or reinstall express4d-hf"
         )
     return HEAD_GLB_PATH.read_bytes()
-
-
-def load_head(path: str | os.PathLike | None = None) -> FaceCapHead:
-    """The Face Cap head as arrays, from the shipped GLB (or another GLB written by this package).
-
-    Also accepts the original ``.fbx`` (parsed with :func:`read_facecap_fbx`). The result is cached per
-    path; treat it as read-only.
-    """
-    from .gltf import glb_to_head
-
-    key = str(Path(path).resolve()) if path is not None else ""
-    if key not in _HEAD_CACHE:
-        if path is not None and Path(path).suffix.lower() == ".fbx":
-            _HEAD_CACHE[key] = read_facecap_fbx(path)
-        else:
-            data = head_glb_bytes() if path is None else Path(path).read_bytes()
-            _HEAD_CACHE[key] = glb_to_head(data, source=str(path or HEAD_GLB_PATH))
-    return _HEAD_CACHE[key]
 
 
 def licence_notice() -> str:

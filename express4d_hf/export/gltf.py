@@ -37,17 +37,27 @@ import json
 import math
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..arkit import BLENDSHAPES, CHANNEL_INDEX, apple_name
-from .facecap import HEAD_COPYRIGHT, HEAD_SOURCE_URL, FaceCapHead, FaceCapMesh, MorphTarget, licence_notice, load_head
+from ..core.arkit import BLENDSHAPES, CHANNEL_INDEX, apple_name
+from ..core.io import atomic_write_bytes
+from .facecap import (
+    HEAD_COPYRIGHT,
+    HEAD_GLB_PATH,
+    HEAD_SOURCE_URL,
+    FaceCapHead,
+    FaceCapMesh,
+    MorphTarget,
+    head_glb_bytes,
+    licence_notice,
+    read_facecap_fbx,
+)
 
 if TYPE_CHECKING:
-    from ..livelink import FaceMotion
+    from ..core.motion import FaceMotion
 
 GLB_MAGIC = b"glTF"
 GLB_VERSION = 2
@@ -167,7 +177,7 @@ def _write_mesh(builder: _GlbBuilder, mesh: FaceCapMesh, material: int) -> dict[
 
 
 def _asset_block(extra_notice: str | None = None) -> dict[str, Any]:
-    from .. import __version__
+    from ..core.constants import __version__
 
     return {
         "version": "2.0",
@@ -389,7 +399,7 @@ def motion_to_gltf(
     Args:
         motion: the performance; its 52 blendshapes drive the morph targets, head and eye rotations the nodes.
         path: the ``.glb`` to write (atomically). ``<stem>.LICENSE.txt`` is written beside it.
-        head: the head to animate (default: the shipped one, :func:`~.facecap.load_head`).
+        head: the head to animate (default: the shipped one, :func:`load_head`).
         fps: resample the motion to this rate first (anti-aliased); default keeps its own rate.
         clamp: clip blendshape weights to [0, 1] (captures overshoot to ~1.08; generated motions may go further).
 
@@ -399,23 +409,9 @@ def motion_to_gltf(
     if path.suffix.lower() != ".glb":
         raise ValueError(f"{path}: motion_to_gltf writes binary glTF; give the file a .glb suffix")
     data = motion_to_glb_bytes(motion, head=head, fps=fps, clamp=clamp)
-    _atomic_write_bytes(path, data)
-    _atomic_write_bytes(licence_path_for(path), licence_notice().encode("utf-8"))
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(licence_path_for(path), licence_notice().encode("utf-8"))
     return path
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` through a temporary file in the same folder, then rename (readable by all, like any export)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; exports are meant to be shared and served
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # =====================================================================================================
@@ -579,3 +575,22 @@ def glb_animation_values(data: bytes) -> dict[str, np.ndarray]:
         else:
             out[node["name"]] = values.reshape(len(out["times"]), -1)
     return out
+
+
+_HEAD_CACHE: dict[str, FaceCapHead] = {}
+
+
+def load_head(path: str | os.PathLike | None = None) -> FaceCapHead:
+    """The Face Cap head as arrays, from the shipped GLB (or another GLB written by this package).
+
+    Also accepts the original ``.fbx`` (parsed with :func:`read_facecap_fbx`). The result is cached per
+    path; treat it as read-only.
+    """
+    key = str(Path(path).resolve()) if path is not None else ""
+    if key not in _HEAD_CACHE:
+        if path is not None and Path(path).suffix.lower() == ".fbx":
+            _HEAD_CACHE[key] = read_facecap_fbx(path)
+        else:
+            data = head_glb_bytes() if path is None else Path(path).read_bytes()
+            _HEAD_CACHE[key] = glb_to_head(data, source=str(path or HEAD_GLB_PATH))
+    return _HEAD_CACHE[key]

@@ -21,7 +21,6 @@ What differs from the official code, and why:
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,11 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..arkit import NUM_CHANNELS
-from ..constants import MAX_FRAMES, TRAIN_FPS
-from ..data.stats import NormStats
-from ..livelink import FaceMotion
+from ..core.arkit import NUM_CHANNELS
+from ..core.io import atomic_folder, atomic_path
+from ..core.constants import MAX_FRAMES, TRAIN_FPS
+from ..core.stats import NormStats
+from ..core.motion import FaceMotion
 
 STATS_NAME = "stats.json"
 REFERENCE_NAME = "reference.safetensors"
@@ -189,7 +189,7 @@ class TextMotionEvaluator(ModelMixin, ConfigMixin):
         cls, preset: str = "tiny", text_encoder: str | None = None, stats: NormStats | None = None, **overrides: Any
     ) -> TextMotionEvaluator:
         """An untrained evaluator whose word table and tokenizer come from ``text_encoder`` (default: offline MiniLM)."""
-        from ..text import DEFAULT_TEXT_ENCODER, wordpiece_embedding_table
+        from .text import DEFAULT_TEXT_ENCODER, wordpiece_embedding_table
 
         tokenizer, table = wordpiece_embedding_table(text_encoder)
         kwargs = cls.preset_config(preset, **overrides)
@@ -328,17 +328,12 @@ class TextMotionEvaluator(ModelMixin, ConfigMixin):
             from safetensors.numpy import save_file
 
             mu, sigma = self.reference
-            tmp = folder / (REFERENCE_NAME + ".tmp")
-            save_file(
-                {"mu": np.ascontiguousarray(mu, np.float64), "sigma": np.ascontiguousarray(sigma, np.float64)}, str(tmp)
-            )
-            os.replace(tmp, folder / REFERENCE_NAME)
+            with atomic_path(folder / REFERENCE_NAME) as tmp:
+                save_file({"mu": np.ascontiguousarray(mu, np.float64), "sigma": np.ascontiguousarray(sigma, np.float64)},
+                          str(tmp))  # fmt: skip
         if self.tokenizer is not None:
-            tmp_dir = folder / (TOKENIZER_DIR + ".tmp")
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            self.tokenizer.save_pretrained(str(tmp_dir))
-            shutil.rmtree(folder / TOKENIZER_DIR, ignore_errors=True)
-            os.replace(tmp_dir, folder / TOKENIZER_DIR)
+            with atomic_folder(folder / TOKENIZER_DIR) as tmp_dir:
+                self.tokenizer.save_pretrained(str(tmp_dir))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> TextMotionEvaluator:

@@ -27,8 +27,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn import functional as F
 
-from ..arkit import NUM_CHANNELS
-from ..constants import MAX_FRAMES
+from ..core.arkit import NUM_CHANNELS
+from ..core.constants import MAX_FRAMES
 
 # Architecture presets. "paper" is MDM's HumanML3D configuration (8 layers, latent 512, 4 heads, ff 1024,
 # GELU, dropout 0.1, one token per frame) as used by the Express4D paper. "tiny" trains in minutes on a

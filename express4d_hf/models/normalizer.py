@@ -6,8 +6,8 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from ..arkit import NUM_CHANNELS
-from ..data.stats import DEFAULT_EPS, NormStats
+from ..core.arkit import NUM_CHANNELS
+from ..core.stats import DEFAULT_EPS, NormStats
 
 
 class MotionNormalizer(ModelMixin, ConfigMixin):

@@ -30,8 +30,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..arkit import NUM_CHANNELS
-from ..constants import MAX_FRAMES, MIN_FRAMES
+from ..core.arkit import NUM_CHANNELS
+from ..core.constants import MAX_FRAMES, MIN_FRAMES
 
 # --- VQ-VAE ---------------------------------------------------------------------------------------------
 VQVAE_PRESETS: dict[str, dict] = {

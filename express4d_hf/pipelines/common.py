@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from diffusers.utils import BaseOutput
 
-from ..constants import MAX_FRAMES, MIN_FRAMES, TRAIN_FPS
-from ..livelink import FaceMotion
+from ..core.constants import MAX_FRAMES, MIN_FRAMES, TRAIN_FPS
+from ..core.motion import FaceMotion
 
 MAX_PROMPT_CHARS = 300
 
@@ -117,7 +117,7 @@ def clamp_blendshapes(motion: FaceMotion) -> FaceMotion:
     """
     import numpy as np
 
-    from ..arkit import BLENDSHAPES
+    from ..core.arkit import BLENDSHAPES
 
     values = np.array(motion.values, dtype=np.float32, copy=True)
     count = len(BLENDSHAPES)
@@ -215,7 +215,7 @@ class ModelCardMixin:
         import json
         from pathlib import Path
 
-        from ..livelink import atomic_write_text
+        from ..core.io import atomic_write_text
         from .loading import write_model_card
 
         hub = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "private", "create_pr", "token") if k in kwargs}
@@ -249,7 +249,7 @@ class ModelCardMixin:
 
         from huggingface_hub import HfApi
 
-        from ..livelink import atomic_write_text
+        from ..core.io import atomic_write_text
 
         api = HfApi(token=token)
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id

@@ -16,8 +16,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from ..constants import HUB_CARDS_DIR
-from ..livelink import atomic_write_text
+from ..core.constants import HUB_CARDS_DIR
+from ..core.io import atomic_write_text
 
 # model_index.json `_class_name` -> "module:Class" (add new pipelines here).
 PIPELINE_CLASSES: dict[str, str] = {

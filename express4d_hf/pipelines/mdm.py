@@ -31,10 +31,10 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from diffusers.utils.torch_utils import randn_tensor
 from torch.nn import functional as F
 
-from ..constants import DIFFUSION_SAMPLERS, MAX_FRAMES
+from ..core.constants import DIFFUSION_SAMPLERS, MAX_FRAMES
 from ..models.mdm import MDMDenoiser
 from ..models.normalizer import MotionNormalizer
-from ..text import encode_prompts, load_text_encoder, pool_token_states, prompt_max_tokens, tokenize_prompts
+from ..models.text import encode_prompts, load_text_encoder, pool_token_states, prompt_max_tokens, tokenize_prompts
 from .common import (
     ModelCardMixin,
     MotionBatchOutput,

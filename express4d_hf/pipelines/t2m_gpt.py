@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from ..constants import MAX_FRAMES, MIN_FRAMES
+from ..core.constants import MAX_FRAMES, MIN_FRAMES
 from ..models.normalizer import MotionNormalizer
 from ..models.t2m_gpt import T2MGPT, MotionVQVAE
-from ..text import encode_prompts, load_text_encoder
+from ..models.text import encode_prompts, load_text_encoder
 from .common import (
     ModelCardMixin,
     MotionBatchOutput,

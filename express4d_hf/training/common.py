@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..livelink import atomic_write_text
+from ..core.io import atomic_folder, atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -131,18 +131,14 @@ def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict[str, t
 
 def save_checkpoint(folder: Path, model, optimizer, ema: EMA | None, step: int, extra: dict | None = None) -> None:
     """Write a resumable checkpoint atomically (temp folder, then rename)."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    if ema is not None:
-        save_file({k: v.cpu().contiguous() for k, v in ema.shadow.state_dict().items()}, tmp / "ema.safetensors")
-    tensors, meta = _optimizer_to_files(optimizer)
-    save_file(tensors, tmp / "optimizer.safetensors")
-    meta.update(step=step, extra=extra or {})
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        if ema is not None:
+            save_file({k: v.cpu().contiguous() for k, v in ema.shadow.state_dict().items()}, tmp / "ema.safetensors")
+        tensors, meta = _optimizer_to_files(optimizer)
+        save_file(tensors, tmp / "optimizer.safetensors")
+        meta.update(step=step, extra=extra or {})
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
@@ -206,10 +202,9 @@ class LossLog:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        tmp = png.with_suffix(".tmp.png")
-        fig.savefig(tmp)
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
-        os.replace(tmp, png)
 
 
 class EpochShuffle(torch.utils.data.Sampler):
@@ -397,7 +392,7 @@ def embed_caption_set(captions: Iterable[str], tokenizer, text_encoder, batch_si
     """
     from tqdm.auto import tqdm
 
-    from ..text import encode_prompts
+    from ..models.text import encode_prompts
 
     unique = sorted(set(captions))
     table: dict[str, torch.Tensor] = {}
@@ -414,7 +409,7 @@ def run_metadata(config: Any, **extra: Any) -> dict[str, Any]:
     import diffusers
     import transformers
 
-    from .. import __version__
+    from ..core.constants import __version__
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     return {
@@ -446,7 +441,7 @@ def score_against_control(generate, evaluator_dir, data=None, replications: int 
     from ..data.hub import load_express4d
     from ..evaluation.protocol import evaluate_generator, text_blind_generator
     from ..models.evaluator import TextMotionEvaluator
-    from .evaluator import clips_from_split
+    from ..data.splits import clips_from_split
 
     evaluator = TextMotionEvaluator.from_pretrained(evaluator_dir).eval()
     splits = load_express4d(data, progress=progress)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -36,12 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from torch import nn
 from torch.nn import functional as F
 
-from ..constants import EVAL_GROUP_SIZE, MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
-from ..livelink import FaceMotion
+from ..core.constants import EVAL_GROUP_SIZE, MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
+from ..core.io import atomic_path, files_into
+from ..core.motion import FaceMotion
 from ..models.evaluator import MovementDecoder, TextMotionEvaluator, mask_padding
+from ..data.splits import clips_from_split
 from .common import LoopConfig, run_metadata, run_training, write_json
 
 logger = logging.getLogger(__name__)
@@ -274,18 +276,6 @@ def split_validation(num_items: int, fraction: float, seed: int) -> tuple[np.nda
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
-def clips_from_split(split, min_frames: int = MIN_FRAMES) -> list[FaceMotion]:
-    """FaceMotions (caption attached) of the rows of an HF split that last at least ``min_frames`` at 20 fps."""
-    clips = []
-    for row in split.with_format("numpy"):
-        fps = float(row["fps"])
-        if math.ceil(int(row["num_frames"]) * TRAIN_FPS / fps - 1e-9) < min_frames:  # as FaceMotion.resample counts
-            continue
-        clips.append(FaceMotion(np.asarray(row["motion"], np.float32), fps=fps, caption=str(row["caption"]),
-                                metadata={"id": str(row["id"])}))  # fmt: skip
-    return clips
-
-
 def grouped_r_precision(
     text_emb: np.ndarray, motion_emb: np.ndarray, group_size: int, groupings: int, seed: int
 ) -> np.ndarray:
@@ -345,8 +335,8 @@ class Validator:
                 k: v.detach().cpu().clone() for k, v in evaluator.state_dict().items() if k != "word_table"
             }
             self.folder.mkdir(parents=True, exist_ok=True)
-            save_file(self.best_state, self.folder / "best.safetensors.tmp")
-            os.replace(self.folder / "best.safetensors.tmp", self.folder / "best.safetensors")
+            with atomic_path(self.folder / "best.safetensors") as tmp:
+                save_file(self.best_state, tmp)
             write_json(self.folder / "best.json", {"step": step, "score": list(score)})
         return {"val_r_precision_top1": float(top[0]), "val_r_precision_top3": float(top[2])}
 
@@ -475,21 +465,13 @@ def _top_dict(values: np.ndarray) -> dict[str, float]:
 
 
 def save_evaluator_folder(evaluator: TextMotionEvaluator, out_dir: Path, metrics: dict[str, Any]) -> None:
-    """Save into ``out_dir/tmp`` first, then move each file into place, the weights last.
+    """Save into a temporary folder first, then move each file into place, the weights last.
 
     An interrupted save never leaves a half-written weights file: at worst the old weights (or none) are there.
     """
-    tmp = out_dir / "tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    evaluator.save_pretrained(tmp)
-    write_json(tmp / METRICS_NAME, metrics)
-    entries = sorted(tmp.iterdir(), key=lambda p: p.suffix == ".safetensors" and p.name != "reference.safetensors")
-    for entry in entries:
-        target = out_dir / entry.name
-        if entry.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-        os.replace(entry, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with files_into(out_dir, last=SAFETENSORS_WEIGHTS_NAME) as tmp:
+        evaluator.save_pretrained(tmp)
+        write_json(tmp / METRICS_NAME, metrics)
 
 
 # --- command line -------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -35,13 +34,15 @@ from typing import Any
 
 import torch
 
-from ..arkit import mirror_caption
-from ..constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
+from ..core.arkit import mirror_caption
+from ..core.constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
+from ..core.io import files_into
 from ..models.mdm import MDM_PRESETS, MDMDenoiser
 from ..models.normalizer import MotionNormalizer
 from ..pipelines.cards import training_data_card
 from ..pipelines.mdm import Express4DMDMPipeline, default_scheduler, make_scheduler
 from .common import LoopConfig, embed_caption_set, run_metadata, run_training, score_against_control, scores_markdown, write_json
+from ..livelink import write_livelink_csv
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class SampleWriter:
         self.pipe: Express4DMDMPipeline | None = None
 
     def __call__(self, step: int, model: torch.nn.Module) -> None:
-        from ..plotting import caption_slug, plot_channel_curves
+        from ..export.plotting import caption_slug, plot_channel_curves
 
         if not self.prompts:
             return
@@ -227,7 +228,7 @@ class SampleWriter:
         folder = self.out_dir / "samples" / f"step_{step}"
         for i, motion in enumerate(motions):
             stem = f"{i:02d}_{caption_slug(motion.caption)}"
-            motion.to_livelink_csv(folder / f"{stem}.csv")
+            write_livelink_csv(motion, folder / f"{stem}.csv")
             plot_channel_curves(motion, folder / f"{stem}.png", title=f"step {step}: {motion.caption}")
 
 
@@ -270,7 +271,7 @@ def _train_mdm(
 
     from ..data.hub import dataset_stats, load_express4d
     from ..data.torch import MotionDataset, collate_motion
-    from ..text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size
+    from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -356,15 +357,8 @@ def save_pipeline_folder(pipe: Express4DMDMPipeline, out_dir: Path) -> None:
     A crash mid-save never leaves a ``model_index.json`` that points at missing or half-written components;
     the training artefacts already in ``out_dir`` (checkpoints, samples, curves) are kept.
     """
-    tmp = out_dir / ".pipeline.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp)
-    for entry in sorted(tmp.iterdir(), key=lambda p: p.name == "model_index.json"):
-        target = out_dir / entry.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with files_into(out_dir, last="model_index.json") as tmp:
+        pipe.save_pretrained(tmp)
 
 
 # --- optional: score the trained pipeline --------------------------------------------------------------------

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..arkit import mirror_caption, mirror_values
-from ..constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
-from ..livelink import atomic_write_text
+from ..core.arkit import mirror_caption, mirror_values
+from ..core.constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
+from ..core.io import atomic_path, atomic_write_text, files_into
 from ..models.normalizer import MotionNormalizer
 from ..models.t2m_gpt import GPT_PRESETS, MIN_CODES, T2MGPT, VQVAE_PRESETS, MotionVQVAE
 from ..pipelines.cards import training_data_card
@@ -47,6 +47,7 @@ from .common import (
     LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, score_against_control, scores_markdown, write_json,
 )
 from .mdm import CaptionTable, save_pipeline_folder
+from ..livelink import write_livelink_csv
 
 logger = logging.getLogger(__name__)
 
@@ -287,19 +288,13 @@ def train_vqvae(
 
 def save_model_folder(model, out_dir: Path) -> None:
     """``model.save_pretrained`` into a temp folder, then move the files in with ``config.json`` last."""
-    tmp = out_dir / ".model.tmp"
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    for entry in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
-        os.replace(entry, out_dir / entry.name)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with files_into(out_dir, last="config.json") as tmp:
+        model.save_pretrained(tmp)
 
 
 def load_vqvae(folder: str | os.PathLike) -> tuple[MotionVQVAE, Any]:
     """``(vqvae, stats or None)`` from a ``train vqvae`` folder or from a T2M-GPT pipeline folder (its ``vqvae/``)."""
-    from ..data.stats import NormStats
+    from ..core.stats import NormStats
 
     folder = Path(folder)
     if (folder / "config.json").is_file() and _class_name(folder / "config.json") == "MotionVQVAE":
@@ -423,9 +418,8 @@ def load_or_tokenize(vqvae: MotionVQVAE, splits: dict[str, Any], stats, out_dir:
             tok = tokenize_clips(vqvae, clips, stats, batch_size, progress)
             tensors.update({f"{name}.codes": tok.codes, f"{name}.mirror_codes": tok.mirror_codes, f"{name}.lengths": tok.lengths})
             info["splits"][name] = {"ids": list(clips.ids), "captions": tok.captions, "num_codes": int(tok.lengths.sum())}
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, tmp)
         write_json(info_path, info)
         logger.info("tokenised %s into %s", {k: len(v) for k, v in splits.items()}, path)
     state.wait_for_everyone()
@@ -461,10 +455,9 @@ def cached_caption_embeddings(caption_set, tokenizer, text_encoder, path: Path, 
     table = read() if state.is_main_process else None
     if state.is_main_process and table is None:
         table = embed_caption_set(captions, tokenizer, text_encoder, progress=progress)
-        tmp = path.with_suffix(".tmp")
-        save_file({"embeddings": torch.stack([table[c] for c in captions]).contiguous()}, tmp,
-                  metadata={"key": key, "encoder": encoder_id, "captions": json.dumps(captions)})  # fmt: skip
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"embeddings": torch.stack([table[c] for c in captions]).contiguous()}, tmp,
+                      metadata={"key": key, "encoder": encoder_id, "captions": json.dumps(captions)})  # fmt: skip
     state.wait_for_everyone()
     return table if table is not None else read()
 
@@ -565,7 +558,7 @@ class GPTMonitor:
         return {"val_loss": total / count, "val_accuracy": acc / count}
 
     def __call__(self, step: int, model: torch.nn.Module) -> dict[str, float]:
-        from ..plotting import caption_slug, plot_channel_curves
+        from ..export.plotting import caption_slug, plot_channel_curves
 
         model = _unwrap(model)
         metrics = self.held_out(model)
@@ -578,7 +571,7 @@ class GPTMonitor:
             folder = self.out_dir / "samples" / f"step_{step}"
             for i, motion in enumerate(pipe(prompts, generator=generators).motions):
                 stem = f"{i:02d}_{caption_slug(motion.caption)}"
-                motion.to_livelink_csv(folder / f"{stem}.csv")
+                write_livelink_csv(motion, folder / f"{stem}.csv")
                 plot_channel_curves(motion, folder / f"{stem}.png", title=f"step {step}: {motion.caption}")
         return metrics
 
@@ -611,7 +604,7 @@ def train_t2m_gpt(
     """
     from ..data.hub import dataset_stats, load_express4d
     from ..data.torch import MotionDataset
-    from ..text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size
+    from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size
 
     vq_config = vq_config or VQVAETrainConfig.preset("tiny")
     gpt_config = gpt_config or GPTTrainConfig.preset("tiny")

@@ -15,7 +15,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from express4d_hf.constants import EVAL_GROUP_SIZE, TRAIN_FPS
+from express4d_hf.core.constants import EVAL_GROUP_SIZE, TRAIN_FPS
 from express4d_hf.evaluation.metrics import embedding_metrics, gaussian_stats, multimodality
 from express4d_hf.livelink import FaceMotion
 

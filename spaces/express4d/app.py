@@ -1,4 +1,4 @@
-"""Hugging Face Space entry point: the Express4D app of ``express4d_hf.space``, configured from the Space's variables.
+"""Hugging Face Space entry point: the Express4D app of ``express4d_hf.apps.space``, configured from the Space's variables.
 
 The app itself lives in the package so that ``express4d demo`` runs exactly the same thing locally.
 Space variables: EXPRESS4D_MODELS (comma-separated Hub repo ids or folders of trained pipelines),
@@ -14,7 +14,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`: use the package two folders up
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from express4d_hf.space import build_app
+from express4d_hf.apps.space import build_app
 
 app = build_app()
 demo = app.blocks

@@ -1,0 +1,401 @@
+"""``express4d benchmark``: the whole Express4D experiment in one command.
+
+Stages: build dataset -> train evaluator -> train MDM -> train T2M-GPT -> evaluate every row -> reports.
+Each stage writes ``stage.json`` (its config and the data fingerprint) when it finishes; a re-run skips a
+stage whose output exists and whose ``stage.json`` matches, so an interrupted benchmark resumes where it
+stopped. A stage failure raises :class:`BenchmarkStageError` naming the stage and keeps what was done.
+
+Rows: Real (test clips), Text-blind control, Noise reference, MDM (fast sampler), MDM (full 1000-step
+DDPM; ``paper`` preset, optional in ``tiny``), T2M-GPT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..core.constants import EVAL_GROUP_SIZE, RECOMMENDED_GUIDANCE_RESCALE, TRAIN_FPS
+from ..core.motion import FaceMotion
+from ..core.io import atomic_path, atomic_write_text
+from ..livelink import write_livelink_csv
+
+logger = logging.getLogger(__name__)
+
+ROW_TITLES = {
+    "real": "Real (test clips)",
+    "text_blind": "Text-blind control",
+    "noise": "Noise reference",
+    "mdm_fast": "MDM (fast sampler)",
+    "mdm_ddpm_full": "MDM (DDPM, 1000 steps)",
+    "t2m_gpt": "T2M-GPT",
+}
+ALL_MODELS = ("mdm", "t2m-gpt")
+
+
+@dataclass
+class BenchmarkConfig:
+    """What one benchmark run does; the preset fills the defaults."""
+
+    preset: str = "tiny"  # "tiny" (2-core CPU, <= 15 min) or "paper" (the official protocol, one GPU)
+    replications: int = 5  # protocol replications (the paper uses 20)
+    max_test_clips: int | None = 128  # test subset in whole groups of 32 (None = whole test split)
+    models: tuple[str, ...] = ALL_MODELS  # baselines to train and score
+    fast_sampler: str = "ddim"  # "ddim", "dpmsolver++" or "sde-dpmsolver++" for the fast MDM row
+    fast_steps: int = 50  # denoising steps of the fast MDM row
+    fast_eta: float = 0.0  # DDIM's per-step noise share in the fast row (0 = deterministic DDIM)
+    fast_guidance_rescale: float = 0.0  # guidance rescale of the fast row (pipeline's guidance_rescale)
+    guidance_scale: float = 2.5  # classifier-free guidance of the MDM rows
+    fast_sampling: bool = True  # on a GPU, sample MDM with a bf16 denoiser and replayed CUDA graphs
+    full_ddpm: bool = False  # add the 1000-step DDPM row (always on in the paper preset)
+    multimodality: bool = False  # also compute Multimodality (extra generations)
+    num_samples: int = 4  # generated clips per model saved under samples/
+    seed: int = 0  # seeds every stage
+    max_steps: dict[str, int] = field(default_factory=dict)  # per-stage step overrides (evaluator, mdm, vqvae, gpt)
+
+    @classmethod
+    def preset_config(cls, name: str, **overrides: Any) -> BenchmarkConfig:
+        if name == "tiny":
+            base = cls()
+        elif name == "paper":
+            base = cls(preset="paper", replications=20, max_test_clips=None, full_ddpm=True, multimodality=True,
+                       fast_guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE)  # fmt: skip
+        else:
+            raise ValueError(f"unknown preset {name!r}; choose 'tiny' or 'paper'")
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(base, key, value)
+        return base
+
+
+class BenchmarkStageError(RuntimeError):
+    """A stage failed; what earlier stages wrote is kept so that ``--resume`` continues from there."""
+
+
+def _stage_key(stage: str, config: dict[str, Any], fingerprint: str) -> str:
+    blob = json.dumps({"stage": stage, "config": config, "data": fingerprint}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _stage_done(folder: Path, key: str) -> bool:
+    marker = folder / "stage.json"
+    if not marker.exists():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except json.JSONDecodeError:
+        return False
+
+
+def _mark_done(folder: Path, stage: str, key: str, config: dict[str, Any], seconds: float) -> None:
+    atomic_write_text(folder / "stage.json", json.dumps({"stage": stage, "key": key, "config": config, "seconds": seconds}, indent=2, default=str))
+
+
+def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str, fn: Callable[[], Any], resume: bool) -> float:
+    """Run ``fn`` unless ``folder`` already holds this stage's output for the same config and data; the seconds spent."""
+    t0 = time.perf_counter()
+    key = _stage_key(name, config, fingerprint)
+    if resume and _stage_done(folder, key):
+        logger.info("[%s] up to date in %s, skipped", name, folder)
+        return time.perf_counter() - t0
+    if (folder / "stage.json").exists():
+        (folder / "stage.json").unlink()  # a different config: its output is stale
+    logger.info("[%s] running -> %s", name, folder)
+    try:
+        fn()
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        raise BenchmarkStageError(
+            f"stage '{name}' failed: {type(err).__name__}: {err}. Earlier stages are kept; fix the cause and re-run "
+            "the same command to resume."
+        ) from err
+    seconds = time.perf_counter() - t0
+    _mark_done(folder, name, key, config, seconds)
+    return seconds
+
+
+def _test_subset(clips: list[FaceMotion], max_clips: int | None, group_size: int) -> list[FaceMotion]:
+    """The first clips of the test split in whole groups of ``group_size`` (the split order is fixed)."""
+    count = len(clips) if max_clips is None else min(len(clips), max_clips)
+    count -= count % group_size
+    if count < group_size:
+        raise ValueError(f"the test split has {len(clips)} usable clips, fewer than one group of {group_size}")
+    return clips[:count]
+
+
+def pipeline_generate_fn(pipe, **call_kwargs: Any):
+    """Adapt a motion pipeline to the protocol's ``generate_fn(captions, num_frames, seed)``."""
+    import torch
+
+    def generate(captions: list[str], num_frames: list[int], seed: int) -> list[FaceMotion]:
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        return pipe(list(captions), num_frames=list(num_frames), generator=generator, **call_kwargs).motions
+
+    return generate
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_benchmark(
+    data: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "runs/benchmark",
+    config: BenchmarkConfig | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every stage and write ``results.json``, ``results.md``, ``metrics.png`` and ``samples/`` in ``out_dir``."""
+    from ..data.hub import dataset_fingerprint, dataset_stats, load_express4d, resolve_dataset_dir
+    from ..evaluation.protocol import (
+        EvaluationResult,
+        evaluate_generator,
+        evaluate_real,
+        format_results_table,
+        noise_generator,
+        text_blind_generator,
+    )
+    from ..training.common import run_metadata
+
+    config = config or BenchmarkConfig.preset_config("tiny")
+    unknown = set(config.models) - set(ALL_MODELS)
+    if unknown:
+        raise ValueError(f"unknown model(s) {sorted(unknown)}; choose from {', '.join(ALL_MODELS)}")
+    if config.fast_eta and config.fast_sampler != "ddim":
+        raise ValueError(f"eta {config.fast_eta:g} applies to the ddim sampler, not {config.fast_sampler}; use --sampler ddim")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # 1. data
+    t0 = time.perf_counter()
+    data_dir = resolve_dataset_dir(data, progress=progress)
+    fingerprint = dataset_fingerprint(data_dir)
+    splits = load_express4d(data_dir, progress=progress)
+    stats = dataset_stats(data_dir)
+    timings["data_s"] = time.perf_counter() - t0
+
+    # 2-4. training stages
+    evaluator_dir, mdm_dir, t2m_dir = out / "evaluator", out / "mdm", out / "t2m_gpt"
+    stage_seconds = _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress)
+    timings.update(stage_seconds)
+
+    # 5. rows
+    from ..models.evaluator import TextMotionEvaluator
+
+    evaluator = TextMotionEvaluator.from_pretrained(evaluator_dir)
+    test_clips = _clips(splits["test"])
+    train_clips = _clips(splits["train"])
+    clips = _test_subset(test_clips, config.max_test_clips, EVAL_GROUP_SIZE)
+    protocol = dict(replications=config.replications, seed=config.seed, progress=progress)
+    rows_dir = out / "rows"
+    rows_dir.mkdir(exist_ok=True)
+    row_key_base = {"clips": len(clips), "replications": config.replications, "seed": config.seed, "eval": _folder_key(evaluator_dir)}
+
+    def row(name: str, make: Callable[[], EvaluationResult], extra_key: dict | None = None) -> EvaluationResult:
+        path = rows_dir / f"{name}.json"
+        key = _stage_key(name, {**row_key_base, **(extra_key or {})}, fingerprint)
+        if resume and path.exists() and _stage_done(rows_dir / name, key):
+            return EvaluationResult.load_json(path)
+        logger.info("[evaluate] %s", ROW_TITLES[name])
+        t1 = time.perf_counter()
+        try:
+            result = make()
+        except Exception as err:
+            raise BenchmarkStageError(f"evaluating row '{name}' failed: {type(err).__name__}: {err}") from err
+        result.save_json(path)
+        (rows_dir / name).mkdir(exist_ok=True)
+        _mark_done(rows_dir / name, name, key, {}, time.perf_counter() - t1)
+        return result
+
+    mm = dict(multimodality=config.multimodality)
+    results: dict[str, EvaluationResult] = {}
+    results["real"] = row("real", lambda: evaluate_real(clips, evaluator, **protocol))
+    results["text_blind"] = row("text_blind", lambda: evaluate_generator(text_blind_generator(train_clips, seed=config.seed), clips, evaluator, **protocol, **mm))
+    results["noise"] = row("noise", lambda: evaluate_generator(noise_generator(stats.mean, stats.std, seed=config.seed), clips, evaluator, **protocol, **mm))
+    pipelines: dict[str, Any] = {}
+    mdm_sampling = None
+    if "mdm" in config.models:
+        from ..pipelines.mdm import Express4DMDMPipeline
+
+        from ..pipelines.mdm import make_scheduler
+
+        mdm = Express4DMDMPipeline.from_pretrained(mdm_dir).to(_device())
+        mdm.set_progress_bar_config(disable=True)
+        fast_sampling = config.fast_sampling and _device() == "cuda"
+        if fast_sampling:
+            mdm.enable_fast_sampling()
+        mdm_sampling = (f"{str(mdm.denoiser.dtype).removeprefix('torch.')} denoiser"
+                        + (", deterministic samplers replayed as CUDA graphs" if fast_sampling else ", eager"))  # fmt: skip
+        full_scheduler = mdm.scheduler
+        fast = make_scheduler(config.fast_sampler, full_scheduler.config)
+        mdm_key = {"model": _folder_key(mdm_dir), "sampler": config.fast_sampler, "steps": config.fast_steps,
+                   "cfg": config.guidance_scale, "dtype": str(mdm.denoiser.dtype)}  # fmt: skip
+        fast_kwargs = dict(num_inference_steps=config.fast_steps, guidance_scale=config.guidance_scale)
+        if config.fast_eta:
+            fast_kwargs["eta"] = mdm_key["eta"] = config.fast_eta
+        if config.fast_guidance_rescale:
+            fast_kwargs["guidance_rescale"] = mdm_key["rescale"] = config.fast_guidance_rescale
+
+        def mdm_fast() -> EvaluationResult:
+            mdm.scheduler = fast
+            return evaluate_generator(pipeline_generate_fn(mdm, **fast_kwargs), clips, evaluator, **protocol, **mm)
+
+        results["mdm_fast"] = row("mdm_fast", mdm_fast, mdm_key)
+        if config.full_ddpm:
+
+            def mdm_full() -> EvaluationResult:
+                mdm.scheduler = full_scheduler
+                return evaluate_generator(pipeline_generate_fn(mdm, num_inference_steps=full_scheduler.config.num_train_timesteps, guidance_scale=config.guidance_scale), clips, evaluator, **protocol, **mm)
+
+            full_key = {k: v for k, v in mdm_key.items() if k not in ("steps", "eta", "rescale")}
+            results["mdm_ddpm_full"] = row("mdm_ddpm_full", mdm_full, {**full_key, "sampler": "ddpm"})
+        mdm.scheduler = fast
+        pipelines["mdm_fast"] = (mdm, fast_kwargs)
+    if "t2m-gpt" in config.models:
+        from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
+
+        gpt = Express4DT2MGPTPipeline.from_pretrained(t2m_dir).to(_device())
+        gpt.set_progress_bar_config(disable=True)
+        results["t2m_gpt"] = row("t2m_gpt", lambda: evaluate_generator(pipeline_generate_fn(gpt), clips, evaluator, **protocol, **mm), {"model": _folder_key(t2m_dir)})
+        pipelines["t2m_gpt"] = (gpt, {})
+    timings["evaluate_s"] = sum(r.timings.get("total_s", 0.0) for r in results.values())
+
+    # 6. reports
+    _write_samples(out / "samples", pipelines, clips, config)
+    meta = run_metadata(
+        asdict(config), seeds={"benchmark": config.seed}, data={"path": str(data_dir), "fingerprint": fingerprint,
+        "test_clips_used": len(clips), "test_clips_total": len(test_clips), "train_clips": len(train_clips)},
+        timings={**timings, "total_s": time.perf_counter() - started}, protocol=results["real"].info,
+        mdm_sampling=mdm_sampling,
+    )  # fmt: skip
+    report = {
+        "rows": [
+            {"model": name, "title": ROW_TITLES[name], **result.to_dict(), "aits_s": result.aits_s}
+            for name, result in results.items()
+        ],
+        "meta": meta,
+    }
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2, default=str) + "\n")
+    table = format_results_table({ROW_TITLES[name]: result for name, result in results.items()})
+    atomic_write_text(out / "results.md", _results_markdown(table, meta, config, len(clips)))
+    plot_metrics(results, out / "metrics.png")
+    return report
+
+
+def _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress) -> dict[str, float]:
+    from ..training.evaluator import EvaluatorTrainConfig, train_evaluator
+
+    seconds: dict[str, float] = {}
+    steps = config.max_steps
+    eval_cfg = EvaluatorTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "evaluator"))
+    seconds["train_evaluator_s"] = _run_stage("evaluator", evaluator_dir, asdict(eval_cfg), fingerprint,
+        lambda: train_evaluator(data_dir, evaluator_dir, eval_cfg, progress=progress, resume=resume), resume)  # fmt: skip
+    if "mdm" in config.models:
+        from ..training.mdm import MDMTrainConfig, train_mdm
+
+        mdm_cfg = MDMTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "mdm"))
+        seconds["train_mdm_s"] = _run_stage("mdm", mdm_dir, asdict(mdm_cfg), fingerprint,
+            lambda: train_mdm(data_dir, mdm_dir, mdm_cfg, progress=progress, resume=resume), resume)  # fmt: skip
+    if "t2m-gpt" in config.models:
+        from ..training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
+
+        vq_cfg = VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))
+        gpt_cfg = GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt"))
+        seconds["train_t2m_gpt_s"] = _run_stage("t2m_gpt", t2m_dir, {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg)},
+            fingerprint, lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, progress=progress, resume=resume),
+            resume)  # fmt: skip
+    return seconds
+
+
+def _steps(steps: dict[str, int], stage: str) -> dict[str, int]:
+    return {"max_steps": steps[stage]} if stage in steps else {}
+
+
+def _folder_key(folder: Path) -> str:
+    """Identity of a trained stage's output: its stage.json key (changes whenever it is retrained)."""
+    try:
+        return json.loads((folder / "stage.json").read_text())["key"]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        return "unknown"
+
+
+def _clips(split) -> list[FaceMotion]:
+    """Captioned FaceMotion clips of an HF split, in split order (at their stored frame rate)."""
+    from ..data.splits import clips_from_split
+
+    return clips_from_split(split)
+
+
+def _write_samples(folder: Path, pipelines: dict[str, tuple[Any, dict]], clips: list[FaceMotion], config: BenchmarkConfig) -> None:
+    """A few generated clips per model: Live Link CSV (60 fps) and a curve PNG titled with the caption."""
+    import torch
+
+    from ..export.plotting import plot_channel_curves
+
+    captions = [c.caption for c in clips[: config.num_samples]]
+    lengths = [c.resample(TRAIN_FPS).num_frames if c.fps != TRAIN_FPS else c.num_frames for c in clips[: config.num_samples]]
+    lengths = [min(n, 196) for n in lengths]
+    for name, (pipe, kwargs) in pipelines.items():
+        target = folder / name
+        target.mkdir(parents=True, exist_ok=True)
+        generator = torch.Generator().manual_seed(config.seed)
+        motions = pipe(captions, num_frames=lengths, generator=generator, **kwargs).motions
+        for i, motion in enumerate(motions):
+            write_livelink_csv(motion, target / f"sample_{i}.csv")
+            plot_channel_curves(motion, target / f"sample_{i}.png", title=f"{ROW_TITLES[name]}: {motion.caption}")
+
+
+def _results_markdown(table: str, meta: dict[str, Any], config: BenchmarkConfig, num_clips: int) -> str:
+    data = meta["data"]
+    return (
+        f"# Express4D benchmark ({config.preset} preset)\n\n{table}\n\n"
+        f"Mean ± 95% interval (1.96·std/√R) over {config.replications} replications; {num_clips} of "
+        f"{data['test_clips_total']} test clips (whole groups of {EVAL_GROUP_SIZE}); R-Precision within groups of "
+        f"{EVAL_GROUP_SIZE}. Real-row FID is between two random halves of the test clips (the sampling-noise floor), "
+        f"not the set against itself. AITS = generation seconds per clip.\n\n"
+        f"- hardware: {meta['hardware']}\n- date: {meta['created']}\n- data fingerprint: `{data['fingerprint']}`\n"
+        f"- MDM sampling: {config.fast_sampler} with {config.fast_steps} steps"
+        f"{f', eta {config.fast_eta:g}' if config.fast_eta else ''}"
+        f"{f', guidance rescale {config.fast_guidance_rescale:g}' if config.fast_guidance_rescale else ''} (fast row) and DDPM with 1000 steps "
+        f"(full row, when run), guidance {config.guidance_scale}; {meta.get('mdm_sampling', 'fp32, eager')}\n"
+        f"- seed: {config.seed}\n- versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}\n"
+    )
+
+
+def plot_metrics(results: dict[str, Any], path: Path) -> None:
+    """Bars with 95% intervals, one panel per metric, one bar per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("r_precision_top3", "fid", "mm_dist", "diversity", "r_precision_top1", "multimodality")
+               if any(m in r.values for r in results.values())]  # fmt: skip
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), dpi=110)
+    names = list(results)
+    colors = plt.get_cmap("tab10")(np.arange(len(names)))
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        means = [results[n].mean(metric) if metric in results[n].values else np.nan for n in names]
+        cis = [results[n].ci95(metric) if metric in results[n].values else 0 for n in names]
+        ax.bar(range(len(names)), means, yerr=cis, color=colors, capsize=3)
+        ax.set_xticks(range(len(names)), [ROW_TITLES[n].split(" (")[0] for n in names], rotation=45, ha="right", fontsize=7)
+        ax.set_title(metric.replace("_", " "))
+        if metric == "fid":
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
