@@ -15,6 +15,7 @@ from express4d_hf import read_livelink_csv
 from express4d_hf.core.stats import NormStats
 from express4d_hf.models.mdm import MDMDenoiser
 from express4d_hf.models.normalizer import MotionNormalizer
+from express4d_hf.evaluation.scoring import pipeline_generate_fn
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
 from express4d_hf.pipelines.loading import PipelineLoadError, load_pipeline
 from express4d_hf.pipelines.mdm import (
@@ -131,8 +132,9 @@ def test_guidance_changes_output(pipe):
 def test_variable_lengths_in_one_batch_match_single_generation(pipe):
     pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)  # deterministic sampler
     try:
-        together = pipe.generate(PROMPTS, [24, 61], seed=3, num_inference_steps=4)
-        alone = pipe.generate(PROMPTS[:1], [24], seed=3, num_inference_steps=4)
+        generate = pipeline_generate_fn(pipe, num_inference_steps=4)  # the protocol's adapter: one seed per clip
+        together = generate(PROMPTS, [24, 61], [3, 4])
+        alone = generate(PROMPTS[:1], [24], [3])
     finally:
         pipe.scheduler = make_scheduler("ddpm", pipe.scheduler.config)
     assert [m.num_frames for m in together] == [24, 61]

@@ -13,8 +13,11 @@ from express4d_hf.evaluation.protocol import (
     EvaluationResult,
     GeneratorOutputError,
     MotionTextEvaluator,
+    clip_seeds,
     evaluate_generator,
+    evaluate_motions,
     evaluate_real,
+    evaluator_fingerprint,
     format_results_table,
     noise_generator,
     replication_seed,
@@ -64,7 +67,7 @@ def setup():
     train = make_clips(80, seed=1, prefix="train", fps=20.0)
     by_caption = {clip.caption: clip for clip in test}
 
-    def perfect(captions, num_frames, seed):  # the real clip for its caption, at the requested length
+    def perfect(captions, num_frames, seeds):  # the real clip for its caption, at the requested length
         return [by_caption[c].crop(0, n) for c, n in zip(captions, num_frames)]
 
     return test, train, perfect
@@ -97,9 +100,9 @@ def test_replications_shuffle_order_and_request_real_lengths(setup):
     test = make_clips(64, seed=0, prefix="test", fps=60.0)  # same captions and expressions, 3x the frames
     calls = []
 
-    def recording(captions, num_frames, seed):
-        calls.append((list(captions), list(num_frames), seed))
-        return perfect(captions, num_frames, seed)
+    def recording(captions, num_frames, seeds):
+        calls.append((list(captions), list(num_frames), seeds))
+        return perfect(captions, num_frames, seeds)
 
     evaluator = ChannelMeanEvaluator(setup[0])
     result = evaluate_generator(recording, test, evaluator, replications=3, seed=5, progress=False)
@@ -107,10 +110,14 @@ def test_replications_shuffle_order_and_request_real_lengths(setup):
     assert len(calls) == 3
     orders = [tuple(captions) for captions, _, _ in calls]
     assert len(set(orders)) == 3, "each replication must shuffle the clips differently"
-    for captions, lengths, seed in calls:
+    index = {c.caption: i for i, c in enumerate(test)}
+    for r, (captions, lengths, seeds) in enumerate(calls):
         assert sorted(captions) == sorted(real_length)
         assert lengths == [real_length[c] for c in captions]  # 20 fps lengths of the 60 fps clips
-    assert [seed for _, _, seed in calls] == result.seeds == [replication_seed(5, r) for r in range(3)]
+        # each clip's seed derives from (seed, replication, its index in the test order): one rule everywhere
+        assert seeds == clip_seeds(5, r, [index[c] for c in captions])
+    assert result.seeds == [replication_seed(5, r) for r in range(3)]
+    assert result.info["evaluator"] == evaluator_fingerprint(evaluator)
     assert evaluator.seen_lengths[1] == calls[0][1]  # the evaluator saw generated motions at those lengths
 
 
@@ -152,14 +159,14 @@ def test_generator_outputs_are_checked(setup):
     test, _, perfect = setup
     evaluator = ChannelMeanEvaluator(test)
 
-    def too_short(captions, num_frames, seed):
+    def too_short(captions, num_frames, seeds):
         return [FaceMotion(np.zeros((n - 1, 61)), fps=20) for n in num_frames]
 
-    def too_few(captions, num_frames, seed):
-        return perfect(captions, num_frames, seed)[:-1]
+    def too_few(captions, num_frames, seeds):
+        return perfect(captions, num_frames, seeds)[:-1]
 
-    def too_long_at_40fps(captions, num_frames, seed):  # 2x frames at 40 fps + 2 s of junk after the end
-        motions = [m.resample(40) for m in perfect(captions, num_frames, seed)]
+    def too_long_at_40fps(captions, num_frames, seeds):  # 2x frames at 40 fps + 2 s of junk after the end
+        motions = [m.resample(40) for m in perfect(captions, num_frames, seeds)]
         return [FaceMotion(np.concatenate([m.values, np.full((80, 61), 50.0)]), fps=40) for m in motions]
 
     with pytest.raises(GeneratorOutputError, match="honour num_frames"):
@@ -175,9 +182,9 @@ def test_chunked_generation_and_multimodality(setup):
     evaluator = ChannelMeanEvaluator(test)
     sizes = []
 
-    def counting(captions, num_frames, seed):
+    def counting(captions, num_frames, seeds):
         sizes.append(len(captions))
-        return text_blind_generator(train, 0)(captions, num_frames, seed)
+        return text_blind_generator(train, 0)(captions, num_frames, seeds)
 
     result = evaluate_generator(counting, test, evaluator, replications=2, batch_size=24, multimodality=True,
                                 mm_prompts=5, mm_per_prompt=3, progress=False)  # fmt: skip
@@ -212,16 +219,16 @@ def test_real_row_uses_half_split_fid(setup):
 def test_reference_generators():
     clip = FaceMotion(np.arange(10 * 61, dtype=np.float32).reshape(10, 61), fps=20, caption="x")
     blind = text_blind_generator([clip], seed=0)
-    long, short = blind(["a", "b"], [25, 4], 3)
+    long, short = blind(["a", "b"], [25, 4], [3, 4])
     assert (long.num_frames, short.num_frames) == (25, 4)
     np.testing.assert_array_equal(long.values[10:20], clip.values)  # looped whole frames
     assert short.values[0, 0] % 61 == 0  # a crop starts on a frame boundary
     assert long.caption == "a" and long.fps == 20
-    again = blind(["other text", "more"], [25, 4], 3)  # text is ignored; seed decides
+    again = blind(["other text", "more", "third"], [7, 4, 9], [9, 4, 5])  # text is ignored; each clip's seed decides
     np.testing.assert_array_equal(again[1].values, short.values)
 
     mean, std = np.linspace(0, 1, 61), np.linspace(0.1, 0.5, 61)
-    (noise,) = noise_generator(mean, std, seed=1)(["a"], [4000], 0)
+    (noise,) = noise_generator(mean, std, seed=1)(["a"], [4000], [0])
     np.testing.assert_allclose(noise.values.mean(0), mean, atol=0.03)
     np.testing.assert_allclose(noise.values.std(0), std, rtol=0.06)
     with pytest.raises(ValueError, match="61 values"):
@@ -237,3 +244,40 @@ def test_results_table_and_summary():
     assert lines[0] == "| Method | R@1 ↑ | FID ↓ | Diversity → | AITS (s) |"
     assert lines[2] == "| Real | 0.900 ± 0.000 | 0.100 ± 0.000 | – | – |"
     assert lines[3] == "| MDM | 0.600 ± 0.139 | 1.000 ± 0.000 | 3.000 ± 0.000 | 0.250 |"
+
+
+def test_clip_noise_does_not_depend_on_batch_or_chunk_size(setup):
+    """A generator that draws each clip's motion from its own seed gives the same rows at any batch size."""
+    test, _, _ = setup
+    evaluator = ChannelMeanEvaluator(test)
+
+    def seeded(captions, num_frames, seeds):
+        return [FaceMotion(np.random.default_rng(seed).standard_normal((n, 61)), fps=20)
+                for n, seed in zip(num_frames, seeds)]  # fmt: skip
+
+    whole = evaluate_generator(seeded, test, evaluator, replications=2, seed=3, progress=False)
+    chunked = evaluate_generator(seeded, test, evaluator, replications=2, seed=3, batch_size=5, progress=False)
+    assert whole.values == chunked.values
+
+
+def test_existing_motions_of_the_real_clips_score_like_the_real_row(setup):
+    test, train, _ = setup
+    evaluator = ChannelMeanEvaluator(test)
+    real = evaluate_real(test, evaluator, replications=3, seed=4, progress=False)
+    given = evaluate_motions(test, test, evaluator, replications=3, seed=4, progress=False)
+    for metric in ("r_precision_top1", "r_precision_top2", "r_precision_top3", "mm_dist"):
+        assert given.values[metric] == pytest.approx(real.values[metric])
+    assert given.mean("fid") == pytest.approx(0.0, abs=1e-6) and given.aits_s is None
+    blind = evaluate_motions(text_blind_generator(train, 0)([c.caption for c in test], [20] * len(test),
+                             list(range(len(test)))), test, evaluator, replications=3, progress=False)  # fmt: skip
+    assert blind.mean("r_precision_top3") < 0.5 * given.mean("r_precision_top3")
+
+
+def test_fingerprint_follows_weights_and_config():
+    import torch
+
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    assert evaluator_fingerprint(a) != evaluator_fingerprint(b)
+    b.load_state_dict(a.state_dict())
+    assert evaluator_fingerprint(a) == evaluator_fingerprint(b) and evaluator_fingerprint(a).startswith("sha256:")
+    assert evaluator_fingerprint(object()) == "unidentified"

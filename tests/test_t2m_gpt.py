@@ -14,6 +14,7 @@ from express4d_hf import read_livelink_csv
 from express4d_hf.core.stats import NormStats
 from express4d_hf.models.normalizer import MotionNormalizer
 from express4d_hf.models.t2m_gpt import T2MGPT, MotionVQVAE, filter_logits
+from express4d_hf.evaluation.scoring import pipeline_generate_fn
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
 from express4d_hf.pipelines.loading import load_pipeline
 from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
@@ -173,8 +174,8 @@ def test_pipeline_output_and_determinism(pipe):
     other = pipe(PROMPTS, num_frames=[40, 25], generator=gen(1))
     assert not np.array_equal(out.motions[0].values, other.motions[0].values)
     # per-motion generators: a motion does not depend on its batch
-    single = pipe.generate([PROMPTS[1]], [25], seed=8)[0]
-    batched = pipe.generate(["A person nods", PROMPTS[1]], [60, 25], seed=7)[1]
+    single = pipeline_generate_fn(pipe)([PROMPTS[1]], [25], [8])[0]
+    batched = pipeline_generate_fn(pipe)(["A person nods", PROMPTS[1]], [60, 25], [7, 8])[1]
     np.testing.assert_allclose(single.values, batched.values, atol=1e-5)
     batch = pipe(PROMPTS, num_frames=30, num_motions_per_prompt=2, output_type="np", generator=gen(0))
     assert isinstance(batch, MotionBatchOutput) and batch.motions.shape == (4, 30, 61) and batch.captions[1] == PROMPTS[0]

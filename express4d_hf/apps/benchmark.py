@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from ..core.constants import EVAL_GROUP_SIZE, RECOMMENDED_GUIDANCE_RESCALE, TRAIN_FPS
 from ..core.motion import FaceMotion
-from ..core.io import atomic_path, atomic_write_text
+from ..core.io import atomic_write_text
 from ..livelink import write_livelink_csv
 
 logger = logging.getLogger(__name__)
@@ -122,26 +121,6 @@ def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str
     return seconds
 
 
-def _test_subset(clips: list[FaceMotion], max_clips: int | None, group_size: int) -> list[FaceMotion]:
-    """The first clips of the test split in whole groups of ``group_size`` (the split order is fixed)."""
-    count = len(clips) if max_clips is None else min(len(clips), max_clips)
-    count -= count % group_size
-    if count < group_size:
-        raise ValueError(f"the test split has {len(clips)} usable clips, fewer than one group of {group_size}")
-    return clips[:count]
-
-
-def pipeline_generate_fn(pipe, **call_kwargs: Any):
-    """Adapt a motion pipeline to the protocol's ``generate_fn(captions, num_frames, seed)``."""
-    import torch
-
-    def generate(captions: list[str], num_frames: list[int], seed: int) -> list[FaceMotion]:
-        generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        return pipe(list(captions), num_frames=list(num_frames), generator=generator, **call_kwargs).motions
-
-    return generate
-
-
 def _device() -> str:
     import torch
 
@@ -160,11 +139,13 @@ def run_benchmark(
     from ..evaluation.protocol import (
         EvaluationResult,
         evaluate_generator,
+        evaluator_fingerprint,
         evaluate_real,
-        format_results_table,
         noise_generator,
         text_blind_generator,
     )
+    from ..evaluation.report import write_results
+    from ..evaluation.scoring import Sampling, score_pipeline, test_subset
     from ..training.common import run_metadata
 
     config = config or BenchmarkConfig.preset_config("tiny")
@@ -197,7 +178,7 @@ def run_benchmark(
     evaluator = TextMotionEvaluator.from_pretrained(evaluator_dir)
     test_clips = _clips(splits["test"])
     train_clips = _clips(splits["train"])
-    clips = _test_subset(test_clips, config.max_test_clips, EVAL_GROUP_SIZE)
+    clips = test_subset(test_clips, config.max_test_clips, EVAL_GROUP_SIZE)
     protocol = dict(replications=config.replications, seed=config.seed, progress=progress)
     rows_dir = out / "rows"
     rows_dir.mkdir(exist_ok=True)
@@ -220,55 +201,37 @@ def run_benchmark(
         return result
 
     mm = dict(multimodality=config.multimodality)
+    row_key_base["evaluator"] = evaluator_fingerprint(evaluator)
     results: dict[str, EvaluationResult] = {}
     results["real"] = row("real", lambda: evaluate_real(clips, evaluator, **protocol))
     results["text_blind"] = row("text_blind", lambda: evaluate_generator(text_blind_generator(train_clips, seed=config.seed), clips, evaluator, **protocol, **mm))
     results["noise"] = row("noise", lambda: evaluate_generator(noise_generator(stats.mean, stats.std, seed=config.seed), clips, evaluator, **protocol, **mm))
     pipelines: dict[str, Any] = {}
     mdm_sampling = None
+    protocol["multimodality"] = config.multimodality
     if "mdm" in config.models:
         from ..pipelines.mdm import Express4DMDMPipeline
 
-        from ..pipelines.mdm import make_scheduler
-
         mdm = Express4DMDMPipeline.from_pretrained(mdm_dir).to(_device())
-        mdm.set_progress_bar_config(disable=True)
-        fast_sampling = config.fast_sampling and _device() == "cuda"
-        if fast_sampling:
-            mdm.enable_fast_sampling()
+        fast = Sampling(sampler=config.fast_sampler, steps=config.fast_steps, guidance_scale=config.guidance_scale,
+                        guidance_rescale=config.fast_guidance_rescale, eta=config.fast_eta,
+                        fast_sampling=config.fast_sampling)  # fmt: skip
+        fast_kwargs = fast.prepare(mdm)  # casts and records on a GPU before the rows are keyed by dtype
         mdm_sampling = (f"{str(mdm.denoiser.dtype).removeprefix('torch.')} denoiser"
-                        + (", deterministic samplers replayed as CUDA graphs" if fast_sampling else ", eager"))  # fmt: skip
-        full_scheduler = mdm.scheduler
-        fast = make_scheduler(config.fast_sampler, full_scheduler.config)
-        mdm_key = {"model": _folder_key(mdm_dir), "sampler": config.fast_sampler, "steps": config.fast_steps,
-                   "cfg": config.guidance_scale, "dtype": str(mdm.denoiser.dtype)}  # fmt: skip
-        fast_kwargs = dict(num_inference_steps=config.fast_steps, guidance_scale=config.guidance_scale)
-        if config.fast_eta:
-            fast_kwargs["eta"] = mdm_key["eta"] = config.fast_eta
-        if config.fast_guidance_rescale:
-            fast_kwargs["guidance_rescale"] = mdm_key["rescale"] = config.fast_guidance_rescale
-
-        def mdm_fast() -> EvaluationResult:
-            mdm.scheduler = fast
-            return evaluate_generator(pipeline_generate_fn(mdm, **fast_kwargs), clips, evaluator, **protocol, **mm)
-
-        results["mdm_fast"] = row("mdm_fast", mdm_fast, mdm_key)
+                        + (", deterministic samplers replayed as CUDA graphs" if config.fast_sampling and _device() == "cuda" else ", eager"))  # fmt: skip
+        mdm_key = {"model": _folder_key(mdm_dir), **fast.describe(), "dtype": str(mdm.denoiser.dtype)}
+        results["mdm_fast"] = row("mdm_fast", lambda: score_pipeline(mdm, evaluator, clips, fast, **protocol), mdm_key)
         if config.full_ddpm:
-
-            def mdm_full() -> EvaluationResult:
-                mdm.scheduler = full_scheduler
-                return evaluate_generator(pipeline_generate_fn(mdm, num_inference_steps=full_scheduler.config.num_train_timesteps, guidance_scale=config.guidance_scale), clips, evaluator, **protocol, **mm)
-
-            full_key = {k: v for k, v in mdm_key.items() if k not in ("steps", "eta", "rescale")}
-            results["mdm_ddpm_full"] = row("mdm_ddpm_full", mdm_full, {**full_key, "sampler": "ddpm"})
-        mdm.scheduler = fast
+            full = Sampling(sampler="ddpm", guidance_scale=config.guidance_scale, fast_sampling=config.fast_sampling)
+            full_key = {"model": _folder_key(mdm_dir), **full.describe(), "dtype": str(mdm.denoiser.dtype)}
+            results["mdm_ddpm_full"] = row("mdm_ddpm_full", lambda: score_pipeline(mdm, evaluator, clips, full, **protocol), full_key)
+        fast.prepare(mdm)
         pipelines["mdm_fast"] = (mdm, fast_kwargs)
     if "t2m-gpt" in config.models:
         from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
 
         gpt = Express4DT2MGPTPipeline.from_pretrained(t2m_dir).to(_device())
-        gpt.set_progress_bar_config(disable=True)
-        results["t2m_gpt"] = row("t2m_gpt", lambda: evaluate_generator(pipeline_generate_fn(gpt), clips, evaluator, **protocol, **mm), {"model": _folder_key(t2m_dir)})
+        results["t2m_gpt"] = row("t2m_gpt", lambda: score_pipeline(gpt, evaluator, clips, None, **protocol), {"model": _folder_key(t2m_dir)})
         pipelines["t2m_gpt"] = (gpt, {})
     timings["evaluate_s"] = sum(r.timings.get("total_s", 0.0) for r in results.values())
 
@@ -280,17 +243,8 @@ def run_benchmark(
         timings={**timings, "total_s": time.perf_counter() - started}, protocol=results["real"].info,
         mdm_sampling=mdm_sampling,
     )  # fmt: skip
-    report = {
-        "rows": [
-            {"model": name, "title": ROW_TITLES[name], **result.to_dict(), "aits_s": result.aits_s}
-            for name, result in results.items()
-        ],
-        "meta": meta,
-    }
-    atomic_write_text(out / "results.json", json.dumps(report, indent=2, default=str) + "\n")
-    table = format_results_table({ROW_TITLES[name]: result for name, result in results.items()})
-    atomic_write_text(out / "results.md", _results_markdown(table, meta, config, len(clips)))
-    plot_metrics(results, out / "metrics.png")
+    notes = _results_notes(meta, config, len(clips))
+    report = write_results(out, results, ROW_TITLES, meta, f"Express4D benchmark ({config.preset} preset)", notes)
     return report
 
 
@@ -357,45 +311,18 @@ def _write_samples(folder: Path, pipelines: dict[str, tuple[Any, dict]], clips: 
             plot_channel_curves(motion, target / f"sample_{i}.png", title=f"{ROW_TITLES[name]}: {motion.caption}")
 
 
-def _results_markdown(table: str, meta: dict[str, Any], config: BenchmarkConfig, num_clips: int) -> str:
+def _results_notes(meta: dict[str, Any], config: BenchmarkConfig, num_clips: int) -> str:
     data = meta["data"]
     return (
-        f"# Express4D benchmark ({config.preset} preset)\n\n{table}\n\n"
         f"Mean ± 95% interval (1.96·std/√R) over {config.replications} replications; {num_clips} of "
         f"{data['test_clips_total']} test clips (whole groups of {EVAL_GROUP_SIZE}); R-Precision within groups of "
         f"{EVAL_GROUP_SIZE}. Real-row FID is between two random halves of the test clips (the sampling-noise floor), "
         f"not the set against itself. AITS = generation seconds per clip.\n\n"
         f"- hardware: {meta['hardware']}\n- date: {meta['created']}\n- data fingerprint: `{data['fingerprint']}`\n"
+        f"- evaluator: `{meta['protocol'].get('evaluator', 'unidentified')}`\n"
         f"- MDM sampling: {config.fast_sampler} with {config.fast_steps} steps"
         f"{f', eta {config.fast_eta:g}' if config.fast_eta else ''}"
         f"{f', guidance rescale {config.fast_guidance_rescale:g}' if config.fast_guidance_rescale else ''} (fast row) and DDPM with 1000 steps "
         f"(full row, when run), guidance {config.guidance_scale}; {meta.get('mdm_sampling', 'fp32, eager')}\n"
         f"- seed: {config.seed}\n- versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}\n"
     )
-
-
-def plot_metrics(results: dict[str, Any], path: Path) -> None:
-    """Bars with 95% intervals, one panel per metric, one bar per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = [m for m in ("r_precision_top3", "fid", "mm_dist", "diversity", "r_precision_top1", "multimodality")
-               if any(m in r.values for r in results.values())]  # fmt: skip
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), dpi=110)
-    names = list(results)
-    colors = plt.get_cmap("tab10")(np.arange(len(names)))
-    for ax, metric in zip(np.atleast_1d(axes), metrics):
-        means = [results[n].mean(metric) if metric in results[n].values else np.nan for n in names]
-        cis = [results[n].ci95(metric) if metric in results[n].values else 0 for n in names]
-        ax.bar(range(len(names)), means, yerr=cis, color=colors, capsize=3)
-        ax.set_xticks(range(len(names)), [ROW_TITLES[n].split(" (")[0] for n in names], rotation=45, ha="right", fontsize=7)
-        ax.set_title(metric.replace("_", " "))
-        if metric == "fid":
-            ax.set_yscale("log")
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)

@@ -11,7 +11,10 @@ what a model's numbers mean.
 What is fixed or pinned down relative to the official code (DESIGN.md, "Known defects"):
 
 - Every random step is seeded from ``(seed, replication)``: the clip order (and so the groups of 32
-  R-Precision ranks within), the generation seed, the diversity draws.
+  R-Precision ranks within), the diversity draws, and each clip's generation seed, which derives from
+  ``(seed, replication, the clip's index in the test order)`` (:func:`clip_seeds`): a clip gets the same
+  noise whatever the batch or chunk size, in the benchmark, ``express4d evaluate`` and a model card alike.
+- Every result names the evaluator that scored it: :func:`evaluator_fingerprint` (weights and config).
 - Generated motions are compared at exactly their real clip's length (the evaluator zeroes padding
   past each clip's length; defect 5). Longer outputs are cropped, shorter ones are an error.
 - The Real row's FID compares two disjoint random halves of the real test set per replication
@@ -50,8 +53,11 @@ __all__ = [
     "GenerateFn",
     "GeneratorOutputError",
     "MotionTextEvaluator",
+    "clip_seeds",
     "evaluate_generator",
+    "evaluate_motions",
     "evaluate_real",
+    "evaluator_fingerprint",
     "format_results_table",
     "noise_generator",
     "replication_seed",
@@ -100,9 +106,10 @@ class MotionTextEvaluator(Protocol):
     def embed_motions(self, motions: list[FaceMotion]) -> np.ndarray: ...
 
 
-GenerateFn = Callable[[list[str], list[int], int], list[FaceMotion]]
-"""``generate_fn(captions, num_frames, seed) -> motions``: one motion per caption, ``num_frames``
-frames at 20 fps each (any fps is accepted and resampled), deterministic given ``seed``."""
+GenerateFn = Callable[[list[str], list[int], list[int]], list[FaceMotion]]
+"""``generate_fn(captions, num_frames, seeds) -> motions``: one motion per caption, ``num_frames[i]``
+frames at 20 fps (any fps is accepted and resampled), deterministic given ``seeds[i]``, the clip's own seed
+(:func:`clip_seeds`): clip ``i``'s output must depend on ``seeds[i]`` only, not on the other clips of the call."""
 
 
 class GeneratorOutputError(ValueError):
@@ -121,6 +128,49 @@ def replication_seed(seed: int, replication: int, stream: int = _STREAM_GENERATE
     entropy = [int(seed), int(replication), int(stream), *(int(e) for e in extra)]
     state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)
     return int(state[0] >> 1)
+
+
+def clip_seeds(seed: int, replication: int, indices: Sequence[int], stream: int = _STREAM_GENERATE,
+               *extra: int) -> list[int]:  # fmt: skip
+    """The generation seed of each clip: ``replication_seed(seed, replication, stream, *extra, index)`` where
+    ``index`` is the clip's position in the test order (before any shuffle), the protocol's one seeding rule.
+
+    >>> a = clip_seeds(0, 0, [5, 7]); b = clip_seeds(0, 0, [7])
+    >>> a[1] == b[0], a[0] != a[1]
+    (True, True)
+    """
+    return [replication_seed(seed, replication, stream, *extra, int(i)) for i in indices]
+
+
+def evaluator_fingerprint(evaluator: Any) -> str:
+    """``sha256:<16 hex>`` of an evaluator's weights and config: the identity every score carries.
+
+    An evaluator may define ``fingerprint()`` itself; otherwise its ``state_dict()`` tensors (names, dtypes,
+    shapes, bytes) and its ``config`` (JSON) are hashed. Objects with neither are ``"unidentified"``.
+    """
+    own = getattr(evaluator, "fingerprint", None)
+    if callable(own):
+        return str(own())
+    state = getattr(evaluator, "state_dict", None)
+    if not callable(state):
+        return "unidentified"
+    import hashlib
+
+    digest = hashlib.sha256()
+    config = getattr(evaluator, "config", None)
+    digest.update(type(evaluator).__name__.encode())
+    digest.update(json.dumps(dict(config) if config is not None else {}, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(state().items()):
+        array = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{array.dtype}|{tuple(array.shape)}".encode())
+        digest.update(array.view(-1).view(dtype=_byte_dtype()).numpy().tobytes() if array.numel() else b"")
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def _byte_dtype():
+    import torch
+
+    return torch.uint8
 
 
 # --- results ------------------------------------------------------------------------------------------------
@@ -281,14 +331,14 @@ def _embed(evaluator: MotionTextEvaluator, items: list, kind: str) -> np.ndarray
 
 
 def _generate(
-    generate_fn: GenerateFn, captions: list[str], num_frames: list[int], seed: int, batch_size: int | None
+    generate_fn: GenerateFn, captions: list[str], num_frames: list[int], seeds: list[int], batch_size: int | None
 ) -> list[FaceMotion]:
-    """Call ``generate_fn`` in chunks (chunk ``c`` gets ``seed + c``) and check every output."""
+    """Call ``generate_fn`` in chunks of ``batch_size``, each clip with its own seed, and check every output."""
     batch_size = batch_size or len(captions)
     motions: list[FaceMotion] = []
-    for chunk, start in enumerate(range(0, len(captions), batch_size)):
+    for start in range(0, len(captions), batch_size):
         want_caps, want_lens = captions[start : start + batch_size], num_frames[start : start + batch_size]
-        out = list(generate_fn(list(want_caps), list(want_lens), seed + chunk))
+        out = list(generate_fn(list(want_caps), list(want_lens), list(seeds[start : start + batch_size])))
         if len(out) != len(want_caps):
             raise GeneratorOutputError(f"generate_fn returned {len(out)} motions for {len(want_caps)} captions")
         for offset, (motion, caption, length) in enumerate(zip(out, want_caps, want_lens)):
@@ -345,8 +395,8 @@ def evaluate_generator(
 
     1. shuffle the clip order with ``(seed, r)``, so the groups of ``group_size`` that R-Precision
        ranks within differ per replication (as in the official protocol, whose loader shuffled);
-    2. ``generate_fn(captions, num_frames, seeds[r])`` for the whole split at the real lengths (in
-       chunks of ``batch_size``; chunk ``c`` gets ``seeds[r] + c``); outputs are resampled to 20 fps,
+    2. ``generate_fn(captions, num_frames, clip_seeds)`` for the whole split at the real lengths (in
+       chunks of ``batch_size``; each clip's seed from :func:`clip_seeds`); outputs are resampled to 20 fps,
        cropped to the requested length, and rejected (:class:`GeneratorOutputError`) when shorter
        or non-finite;
     3. embed the generated motions and compute R-Precision top-1..3 and MM-Dist against the
@@ -355,7 +405,7 @@ def evaluate_generator(
        :func:`~express4d_hf.evaluation.metrics.default_diversity_pairs`);
     4. with ``multimodality=True``: for ``mm_prompts`` clips chosen once with ``seed`` (the same
        ones in every replication), call ``generate_fn`` ``mm_per_prompt`` times with distinct
-       seeds, and compute :func:`~express4d_hf.evaluation.metrics.multimodality` over ``mm_pairs``
+       per-clip seeds, and compute :func:`~express4d_hf.evaluation.metrics.multimodality` over ``mm_pairs``
        pairs per prompt (None: all distinct pairs, exact).
 
     The result holds every per-replication value; :meth:`EvaluationResult.to_dict` adds the mean
@@ -390,9 +440,8 @@ def evaluate_generator(
         seeds.append(gen_seed)
 
         t0 = time.perf_counter()
-        generated = _generate(
-            generate_fn, [captions[i] for i in order], [lengths[i] for i in order], gen_seed, batch_size
-        )
+        generated = _generate(generate_fn, [captions[i] for i in order], [lengths[i] for i in order],
+                              clip_seeds(seed, r, order), batch_size)  # fmt: skip
         t1 = time.perf_counter()
         gen_emb = _embed(evaluator, generated, "motions")
         t2 = time.perf_counter()
@@ -410,8 +459,8 @@ def evaluate_generator(
             per_prompt = []
             for m in range(mm_per_prompt):
                 t4 = time.perf_counter()
-                mm_seed = replication_seed(seed, r, _STREAM_MM_GENERATE, m)
-                motions = _generate(generate_fn, mm_caps, mm_lens, mm_seed, batch_size)
+                mm_seeds = clip_seeds(seed, r, mm_index, _STREAM_MM_GENERATE, m)
+                motions = _generate(generate_fn, mm_caps, mm_lens, mm_seeds, batch_size)
                 t5 = time.perf_counter()
                 per_prompt.append(_embed(evaluator, motions, "motions"))
                 timings["generate_mm_s"] += t5 - t4
@@ -426,7 +475,7 @@ def evaluate_generator(
         logger.debug("replication %d (seed %d): %s", r, gen_seed, row)
 
     timings["total_s"] = time.perf_counter() - started
-    info = _protocol_info(num_clips, group_size, diversity_pairs, seed, max_frames)
+    info = _protocol_info(num_clips, group_size, diversity_pairs, seed, max_frames, evaluator)
     if multimodality:
         info.update(mm_prompts=len(mm_index), mm_per_prompt=mm_per_prompt, mm_pairs=mm_pairs)
     aits = timings["generate_s"] / (replications * num_clips)
@@ -489,13 +538,62 @@ def evaluate_real(
 
     finished = time.perf_counter()
     timings = {"embed_s": embedded - started, "metrics_s": finished - embedded, "total_s": finished - started}
-    info = _protocol_info(num_clips, group_size, diversity_pairs, seed, max_frames)
+    info = _protocol_info(num_clips, group_size, diversity_pairs, seed, max_frames, evaluator)
     info["fid_reference"] = "half split of the real clips"
     return EvaluationResult(values, seeds, None, timings, info)
 
 
-def _protocol_info(num_clips: int, group_size: int, diversity_pairs: int | None, seed: int, max_frames) -> dict:
+def evaluate_motions(
+    motions: Sequence[FaceMotion],
+    real_clips: Sequence[FaceMotion],
+    evaluator: MotionTextEvaluator,
+    replications: int = DEFAULT_REPLICATIONS,
+    seed: int = 0,
+    group_size: int = EVAL_GROUP_SIZE,
+    diversity_pairs: int | None = None,
+    max_frames: int | None = MAX_FRAMES,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Score motions that already exist, each with its caption (made by a method outside this package, say).
+
+    The motions stand where a generator's output would: per replication the pairs are shuffled with the same
+    ``(seed, r)`` stream as every other row, then R-Precision, MM-Dist, Diversity and FID against the Gaussian
+    fit of ``real_clips`` (the test split) are computed as in :func:`evaluate_generator`. Real test clips given
+    as ``motions`` therefore get the Real row's R-Precision and MM-Dist exactly (and an FID near 0: they are the
+    reference). ``aits_s`` is None: the generation time is unknown.
+    """
+    if replications < 1:
+        raise ValueError(f"replications must be >= 1, got {replications}")
+    started = time.perf_counter()
+    given = _prepare_clips(motions, group_size, max_frames)
+    real = _prepare_clips(real_clips, group_size, max_frames)
+    text_emb = _embed(evaluator, [motion.caption for motion in given], "texts")
+    motion_emb = _embed(evaluator, given, "motions")
+    real_stats = metrics.gaussian_stats(_embed(evaluator, real, "motions"))
+    embedded = time.perf_counter()
+    values: dict[str, list[float]] = {}
+    seeds: list[int] = []
+    for r in tqdm(range(replications), desc="replications", disable=not progress, unit="rep"):
+        order_seed = replication_seed(seed, r, _STREAM_ORDER)
+        seeds.append(order_seed)
+        order = np.random.default_rng(order_seed).permutation(len(given))
+        row = metrics.embedding_metrics(
+            text_emb[order], motion_emb[order], real_stats, group_size=group_size, diversity_pairs=diversity_pairs,
+            seed=replication_seed(seed, r, _STREAM_DIVERSITY),
+        )  # fmt: skip
+        for name, value in row.items():
+            values.setdefault(name, []).append(float(value))
+    finished = time.perf_counter()
+    timings = {"embed_s": embedded - started, "metrics_s": finished - embedded, "total_s": finished - started}
+    info = _protocol_info(len(given), group_size, diversity_pairs, seed, max_frames, evaluator)
+    info["fid_reference"] = f"{len(real)} real clips"
+    return EvaluationResult(values, seeds, None, timings, info)
+
+
+def _protocol_info(num_clips: int, group_size: int, diversity_pairs: int | None, seed: int, max_frames,
+                   evaluator: Any) -> dict:  # fmt: skip
     return {
+        "evaluator": evaluator_fingerprint(evaluator),
         "num_clips": num_clips,
         "group_size": group_size,
         "r_precision_groups": num_clips // group_size,
@@ -514,18 +612,18 @@ def text_blind_generator(train_clips: Sequence[FaceMotion], seed: int = 0) -> Ge
     """A ``generate_fn`` that ignores the text: each request gets a random real *training* clip.
 
     The clip (resampled to 20 fps) is cropped to the requested length at a random start when
-    longer, or looped when shorter. Choices come from ``default_rng([seed, call_seed])``, so the
-    same call gives the same motions. Its R-Precision is the chance level the evaluator sees
+    longer, or looped when shorter. Each clip's choices come from ``default_rng([seed, clip_seed])``, so a
+    clip gets the same motion whatever else is in the call. Its R-Precision is the chance level the evaluator sees
     for realistic but unrelated motion; its FID shows how close "real but wrong" motion gets.
     """
     pool = [clip.resample(TRAIN_FPS) for clip in train_clips]
     if not pool:
         raise ValueError("text_blind_generator needs at least one training clip")
 
-    def generate(captions: list[str], num_frames: list[int], call_seed: int) -> list[FaceMotion]:
-        rng = np.random.default_rng([int(seed), int(call_seed)])
+    def generate(captions: list[str], num_frames: list[int], seeds: list[int]) -> list[FaceMotion]:
         motions = []
-        for caption, length in zip(captions, num_frames):
+        for caption, length, clip_seed in zip(captions, num_frames, seeds):
+            rng = np.random.default_rng([int(seed), int(clip_seed)])
             index = int(rng.integers(len(pool)))
             source = pool[index].values
             if len(source) >= length:
@@ -545,11 +643,11 @@ def noise_generator(mean, std, seed: int = 0) -> GenerateFn:
 
     ``mean`` and ``std`` are length-61 arrays, or pass a
     :class:`~express4d_hf.data.stats.NormStats`'s ``.mean`` and ``.std``. Every frame and channel
-    is drawn independently from ``default_rng([seed, call_seed])`` at 20 fps: the score of motion
+    is drawn independently from ``default_rng([seed, clip_seed])`` at 20 fps: the score of motion
     with the right marginal statistics and no structure at all.
 
     >>> gen = noise_generator([0.0] * 61, [1.0] * 61, seed=1)
-    >>> [m.num_frames for m in gen(["a", "b"], [20, 30], 0)]
+    >>> [m.num_frames for m in gen(["a", "b"], [20, 30], [0, 1])]
     [20, 30]
     """
     mean = np.asarray(mean, dtype=np.float64).reshape(-1)
@@ -559,12 +657,11 @@ def noise_generator(mean, std, seed: int = 0) -> GenerateFn:
     if (std < 0).any() or not (np.isfinite(mean).all() and np.isfinite(std).all()):
         raise ValueError("std must be finite and non-negative, mean finite")
 
-    def generate(captions: list[str], num_frames: list[int], call_seed: int) -> list[FaceMotion]:
-        rng = np.random.default_rng([int(seed), int(call_seed)])
+    def generate(captions: list[str], num_frames: list[int], seeds: list[int]) -> list[FaceMotion]:
         return [
-            FaceMotion(mean + std * rng.standard_normal((length, NUM_CHANNELS)), fps=TRAIN_FPS, caption=caption,
-                       metadata={"generator": "noise"})
-            for caption, length in zip(captions, num_frames)
+            FaceMotion(mean + std * np.random.default_rng([int(seed), int(clip_seed)]).standard_normal((length, NUM_CHANNELS)),
+                       fps=TRAIN_FPS, caption=caption, metadata={"generator": "noise"})
+            for caption, length, clip_seed in zip(captions, num_frames, seeds)
         ]  # fmt: skip
 
     return generate

@@ -485,16 +485,6 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         guidance = torch.tensor(float(guidance_scale), device=inputs["latents"].device)  # an input: any value replays
         return self._graphs.run(key, loop, {**inputs, "guidance": guidance})
 
-    def generate(self, captions: list[str], num_frames: list[int], seed: int, **kwargs) -> list:
-        """Benchmark entry point: one motion per caption, each of its own length, seeded per clip.
-
-        One CPU generator per clip (seeded ``seed, seed + 1, ...``) makes every clip's noise independent
-        of the batch it is generated in and of the device. Extra keyword arguments (steps, guidance) go
-        to ``__call__``.
-        """
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(len(captions))]
-        return self(list(captions), num_frames=list(num_frames), generator=generators, **kwargs).motions
-
     # -- model card ------------------------------------------------------------------------------------
     def model_card_fields(self) -> dict[str, Any]:
         """Placeholders of ``express4d_hf/hub_cards/model_card_mdm.md``: architecture from the config, the rest from card_data."""

@@ -252,15 +252,6 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
             out[rows, : length * per_code] = self.vqvae.decode(stacked).float().to(out.device)
         return out if num_frames is None else out[:, :num_frames]
 
-    def generate(self, captions: list[str], num_frames: list[int], seed: int, **kwargs) -> list:
-        """Benchmark entry point: one motion per caption, each of its own length, seeded per clip.
-
-        One CPU generator per clip (seeded ``seed, seed + 1, ...``) makes every clip independent of the batch
-        it is generated in and of the device. Extra keyword arguments (temperature, top_k) go to ``__call__``.
-        """
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(len(captions))]
-        return self(list(captions), num_frames=list(num_frames), generator=generators, **kwargs).motions
-
     # -- model card ------------------------------------------------------------------------------------
     def model_card_fields(self) -> dict[str, Any]:
         """Placeholders of ``express4d_hf/hub_cards/model_card_t2m_gpt.md``: architecture from the configs, the rest from card_data."""

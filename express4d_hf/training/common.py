@@ -430,38 +430,3 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 # --- quick quality check after training ------------------------------------------------------------------
-def score_against_control(generate, evaluator_dir, data=None, replications: int = 3, seed: int = 0,
-                          progress: bool = True, protocol: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Score ``generate(captions, num_frames, seed)`` on the test split next to the text-blind control.
-
-    A quick check after training (a few replications), not the published 20-replication protocol
-    (``express4d benchmark``). Returns ``{"model": ..., "text_blind": ..., "protocol": {...}}`` of
-    ``EvaluationResult.to_dict()`` values.
-    """
-    from ..data.hub import load_express4d
-    from ..evaluation.protocol import evaluate_generator, text_blind_generator
-    from ..models.evaluator import TextMotionEvaluator
-    from ..data.splits import clips_from_split
-
-    evaluator = TextMotionEvaluator.from_pretrained(evaluator_dir).eval()
-    splits = load_express4d(data, progress=progress)
-    test_clips, train_clips = clips_from_split(splits["test"]), clips_from_split(splits["train"])
-    kwargs = dict(replications=replications, seed=seed, progress=progress, batch_size=256)
-    return {
-        "model": evaluate_generator(generate, test_clips, evaluator, **kwargs).to_dict(),
-        "text_blind": evaluate_generator(text_blind_generator(train_clips, seed=seed), test_clips, evaluator, **kwargs).to_dict(),
-        "protocol": {"replications": replications, "evaluator": str(evaluator_dir), "test_clips": len(test_clips),
-                     **(protocol or {})},
-    }  # fmt: skip
-
-
-def scores_markdown(scores: dict[str, Any], model_title: str, sampling_note: str) -> str:
-    """A model card's Evaluation section from :func:`score_against_control` output."""
-    from ..evaluation.protocol import EvaluationResult, format_results_table
-
-    rows = {f"{model_title} (this model)": EvaluationResult.from_dict(scores["model"]),
-            "Text-blind control (random training clip)": EvaluationResult.from_dict(scores["text_blind"])}  # fmt: skip
-    p = scores["protocol"]
-    return (format_results_table(rows) + f"\n\n{p['test_clips']} test clips, {p['replications']} replications "
-            f"(mean ± 95% interval), {sampling_note}, AITS = seconds per generated clip. "
-            "A quick check after training; the published protocol uses 20 replications.")  # fmt: skip

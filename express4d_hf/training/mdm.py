@@ -41,7 +41,7 @@ from ..models.mdm import MDM_PRESETS, MDMDenoiser
 from ..models.normalizer import MotionNormalizer
 from ..pipelines.cards import training_data_card
 from ..pipelines.mdm import Express4DMDMPipeline, default_scheduler, make_scheduler
-from .common import LoopConfig, embed_caption_set, run_metadata, run_training, score_against_control, scores_markdown, write_json
+from .common import LoopConfig, embed_caption_set, run_metadata, run_training, write_json
 from ..livelink import write_livelink_csv
 
 logger = logging.getLogger(__name__)
@@ -223,8 +223,9 @@ class SampleWriter:
             self.pipe.set_progress_bar_config(disable=True)
         captions = [caption for caption, _ in self.prompts]
         lengths = [length for _, length in self.prompts]
-        motions = self.pipe.generate(captions, lengths, seed=self.config.seed, num_inference_steps=self.config.sample_steps,
-                                     guidance_scale=self.config.guidance_scale)  # fmt: skip
+        generators = [torch.Generator().manual_seed(self.config.seed + i) for i in range(len(captions))]
+        motions = self.pipe(captions, num_frames=lengths, generator=generators, num_inference_steps=self.config.sample_steps,
+                            guidance_scale=self.config.guidance_scale).motions  # fmt: skip
         folder = self.out_dir / "samples" / f"step_{step}"
         for i, motion in enumerate(motions):
             stem = f"{i:02d}_{caption_slug(motion.caption)}"
@@ -361,45 +362,6 @@ def save_pipeline_folder(pipe: Express4DMDMPipeline, out_dir: Path) -> None:
         pipe.save_pretrained(tmp)
 
 
-# --- optional: score the trained pipeline --------------------------------------------------------------------
-def score_pipeline(
-    pipe: Express4DMDMPipeline,
-    evaluator_dir: str | os.PathLike,
-    data: str | os.PathLike | None = None,
-    replications: int = 3,
-    num_inference_steps: int = 50,
-    scheduler: str = "ddim",
-    guidance_scale: float = 2.5,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Benchmark metrics of ``pipe`` on the test split, next to a text-blind control (same protocol).
-
-    A quick check, not the published protocol (that is 20 replications, ``express4d evaluate``): it runs
-    ``replications`` replications and returns ``{"model": EvaluationResult.to_dict(), "text_blind": ..., "protocol": ...}``.
-    """
-    sampler = make_scheduler(scheduler, pipe.scheduler.config)  # a copy: the pipeline keeps its own scheduler
-
-    def generate(captions: list[str], num_frames: list[int], call_seed: int):
-        saved = pipe.scheduler
-        pipe.scheduler = sampler
-        pipe.set_progress_bar_config(disable=True)
-        try:
-            return pipe.generate(captions, num_frames, call_seed, num_inference_steps=num_inference_steps,
-                                 guidance_scale=guidance_scale)  # fmt: skip
-        finally:
-            pipe.scheduler = saved
-
-    protocol = {"scheduler": scheduler, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
-    return score_against_control(generate, evaluator_dir, data, replications, seed, progress, protocol)
-
-
-def metrics_markdown(scores: dict[str, Any]) -> str:
-    """The card's Evaluation section from :func:`score_pipeline` output."""
-    p = scores["protocol"]
-    return scores_markdown(scores, "MDM", f"{p['scheduler']} {p['num_inference_steps']} steps, guidance {p['guidance_scale']}")
-
-
 # --- command line --------------------------------------------------------------------------------------------
 def add_train_command(subparsers) -> None:
     """``express4d train mdm``."""
@@ -437,10 +399,12 @@ def _run_command(args: argparse.Namespace) -> int:
     print(f"MDM pipeline saved to {args.out}: {config.max_steps} steps in {metadata['train_seconds']:.0f} s "
           f"({metadata['samples_per_s']:.0f} samples/s, {metadata['hardware']})")  # fmt: skip
     if args.evaluator:
-        scores = score_pipeline(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed,
-                                guidance_scale=config.guidance_scale, progress=True)  # fmt: skip
+        from ..evaluation.scoring import Sampling, card_evaluation_markdown, score_for_card
+
+        sampling = Sampling(sampler="ddim", steps=50, guidance_scale=config.guidance_scale)
+        scores = score_for_card(pipe, args.evaluator, args.data, sampling, replications=args.replications, seed=args.seed)
         write_json(Path(args.out) / METRICS_NAME, scores)
-        pipe.card_data["metrics"] = metrics_markdown(scores)
+        pipe.card_data["metrics"] = card_evaluation_markdown(scores, "MDM")
         pipe.card_data["scores"] = scores  # the card's model-index
         save_pipeline_folder(pipe, Path(args.out))
         print(pipe.card_data["metrics"])

@@ -44,7 +44,7 @@ from ..models.t2m_gpt import GPT_PRESETS, MIN_CODES, T2MGPT, VQVAE_PRESETS, Moti
 from ..pipelines.cards import training_data_card
 from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
 from .common import (
-    LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, score_against_control, scores_markdown, write_json,
+    LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, write_json,
 )
 from .mdm import CaptionTable, save_pipeline_folder
 from ..livelink import write_livelink_csv
@@ -738,33 +738,6 @@ def _plot_curves(log_path: Path, figures: dict[str, tuple[str, list[str]]]) -> N
 
 
 # --- optional: score the trained pipeline --------------------------------------------------------------------
-def score_pipeline(
-    pipe: Express4DT2MGPTPipeline,
-    evaluator_dir: str | os.PathLike,
-    data: str | os.PathLike | None = None,
-    replications: int = 3,
-    seed: int = 0,
-    progress: bool = True,
-    **sampling: Any,
-) -> dict[str, Any]:
-    """Benchmark metrics of ``pipe`` on the test split next to a text-blind control (same protocol, few replications).
-
-    Returns ``{"model": EvaluationResult.to_dict(), "text_blind": ..., "protocol": ...}``; ``sampling`` keyword
-    arguments (temperature, top_k, top_p) go to the pipeline.
-    """
-    pipe.set_progress_bar_config(disable=True)
-
-    def generate(captions: list[str], num_frames: list[int], call_seed: int):
-        return pipe.generate(captions, num_frames, call_seed, **sampling)
-
-    return score_against_control(generate, evaluator_dir, data, replications, seed, progress, {"sampling": sampling})
-
-
-def metrics_markdown(scores: dict[str, Any]) -> str:
-    """The card's Evaluation section from :func:`score_pipeline` output."""
-    return scores_markdown(scores, "T2M-GPT", f"sampling {scores['protocol']['sampling'] or 'temperature 1'}")
-
-
 # --- command line --------------------------------------------------------------------------------------------
 def add_train_command(subparsers) -> None:
     """``express4d train t2m-gpt`` (both stages) and ``express4d train vqvae`` (stage 1 alone)."""
@@ -832,9 +805,11 @@ def _run_t2m_gpt(args: argparse.Namespace) -> int:
         return 0
     print(f"T2M-GPT pipeline saved to {args.out} (GPT {gpt_config.max_steps} steps)")
     if args.evaluator:
-        scores = score_pipeline(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed)
+        from ..evaluation.scoring import card_evaluation_markdown, score_for_card
+
+        scores = score_for_card(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed)
         write_json(Path(args.out) / METRICS_NAME, scores)
-        pipe.card_data["metrics"] = metrics_markdown(scores)
+        pipe.card_data["metrics"] = card_evaluation_markdown(scores, "T2M-GPT")
         pipe.card_data["scores"] = scores  # the card's model-index
         save_pipeline_folder(pipe, Path(args.out))
         print(pipe.card_data["metrics"])
