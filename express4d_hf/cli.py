@@ -10,7 +10,7 @@ import sys
 from .core.constants import __version__
 
 # Modules under express4d_hf.commands, each with `register(subparsers)`; listed in help order.
-COMMAND_MODULES = ["data", "train", "generate", "benchmark", "convert", "demo"]
+COMMAND_MODULES = ["data", "train", "generate", "evaluate", "benchmark", "convert", "demo"]
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):

@@ -31,9 +31,15 @@ def run(dataset, out, *extra):
     ])  # fmt: skip
 
 
-def test_reduced_benchmark_writes_every_report_and_resumes(small_dataset, tmp_path, capsys):
-    out = tmp_path / "bench"
+@pytest.fixture(scope="module")
+def bench_out(small_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench"
     assert run(small_dataset, out) == 0
+    return out
+
+
+def test_reduced_benchmark_writes_every_report_and_resumes(small_dataset, bench_out, capsys):
+    out = bench_out
     report = json.loads((out / "results.json").read_text())
     models = [row["model"] for row in report["rows"]]
     assert models == ["real", "text_blind", "noise", "mdm_fast", "t2m_gpt"]
@@ -45,6 +51,8 @@ def test_reduced_benchmark_writes_every_report_and_resumes(small_dataset, tmp_pa
     assert report["rows"][0]["aits_s"] is None and report["rows"][3]["aits_s"] > 0
     meta = report["meta"]
     assert meta["data"]["test_clips_used"] == 32 and len(meta["data"]["fingerprint"]) == 64
+    assert meta["protocol"]["evaluator"].startswith("sha256:")  # every score names its evaluator
+    assert all(row["info"]["evaluator"] == meta["protocol"]["evaluator"] for row in report["rows"])
     assert {"torch", "diffusers", "express4d_hf"} <= set(meta["versions"]) and meta["hardware"]
     table = (out / "results.md").read_text()
     for title in ("Real (test clips)", "Text-blind control", "Noise reference", "MDM (fast sampler)", "T2M-GPT"):
@@ -72,3 +80,57 @@ def test_benchmark_rejects_bad_arguments(small_dataset, tmp_path, capsys):
     assert "STAGE=N" in capsys.readouterr().err
     assert main(["benchmark", "--data", str(small_dataset), "--out", str(tmp_path), "--sampler", "dpmsolver++", "--eta", "0.5"]) == 2
     assert "applies to the ddim sampler" in capsys.readouterr().err
+
+
+def rows_of(folder):
+    return {row["model"]: row for row in json.loads((folder / "results.json").read_text())["rows"]}
+
+
+def test_evaluate_reproduces_the_benchmark_rows_exactly(small_dataset, bench_out, tmp_path, capsys):
+    bench = rows_of(bench_out)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(bench_out / "mdm"), "--evaluator", str(bench_out / "evaluator"),
+                 "--data", str(small_dataset), "--out", str(out), "--replications", "2", "--max-test-clips", "32",
+                 "--sampler", "ddim", "--steps", "2", "--guidance-scale", "2.5"]) == 0  # fmt: skip
+    rows = rows_of(out)
+    assert list(rows) == ["real", "text_blind", "model"]
+    for mine, theirs in (("real", "real"), ("text_blind", "text_blind"), ("model", "mdm_fast")):
+        assert rows[mine]["metrics"] == bench[theirs]["metrics"], mine
+    assert rows["model"]["info"]["evaluator"] == bench["mdm_fast"]["info"]["evaluator"]
+    assert (out / "metrics.png").stat().st_size > 10_000 and "| Real (test clips) |" in (out / "results.md").read_text()
+    assert "MDM (mdm)" in capsys.readouterr().out
+
+
+def test_evaluate_scores_a_folder_of_csvs_like_the_real_row(small_dataset, bench_out, tmp_path):
+    from express4d_hf.data.hub import load_express4d
+    from express4d_hf.data.splits import clips_from_split
+    from express4d_hf.livelink import write_livelink_csv
+
+    folder = tmp_path / "takes"
+    folder.mkdir()
+    clips = clips_from_split(load_express4d(small_dataset, progress=False)["test"])[:32]
+    for i, clip in enumerate(clips):
+        write_livelink_csv(clip, folder / f"take_{i:03d}.csv", fps=None)
+    (folder / "manifest.json").write_text(json.dumps([{"file": f"take_{i:03d}.csv", "caption": c.caption}
+                                                      for i, c in enumerate(clips)]))  # fmt: skip
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--motions", str(folder), "--evaluator", str(bench_out / "evaluator"), "--data",
+                 str(small_dataset), "--out", str(out), "--replications", "2", "--max-test-clips", "32"]) == 0  # fmt: skip
+    rows = rows_of(out)
+    for metric in ("r_precision_top1", "r_precision_top2", "r_precision_top3", "mm_dist", "diversity"):
+        assert rows["motions"]["metrics"][metric]["values"] == pytest.approx(rows["real"]["metrics"][metric]["values"], rel=1e-4), metric
+    assert rows["motions"]["metrics"]["fid"]["mean"] < 1e-3 < rows["text_blind"]["metrics"]["fid"]["mean"]
+
+
+def test_evaluate_names_bad_manifest_entries(bench_out, tmp_path, capsys):
+    folder = tmp_path / "takes"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps([{"file": "missing.csv", "caption": "A person smiles"},
+                                                      {"file": "x.csv"}]))  # fmt: skip
+    assert main(["evaluate", "--motions", str(folder), "--evaluator", str(bench_out / "evaluator"), "--out",
+                 str(tmp_path / "o")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "2 unusable entries" in err and "missing.csv" in err and "entry 1" in err
+    with pytest.raises(SystemExit) as exit_info:  # bad numbers fail at parse time, before any loading
+        main(["evaluate", "--model", "x", "--evaluator", "y", "--replications", "0"])
+    assert exit_info.value.code == 2 and "must be a positive integer" in capsys.readouterr().err

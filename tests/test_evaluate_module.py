@@ -197,5 +197,6 @@ def test_default_config_with_a_saved_text_motion_evaluator(report):
     pytest.importorskip("express4d_hf.models.evaluator", reason="TextMotionEvaluator is built by another task")
     out = report["default_saved_evaluator"]  # an untrained evaluator: only the plumbing is checked
     assert {"r_precision_top1", "fid", "mm_dist", "diversity"} <= set(out)
+    assert out.pop("evaluator").startswith("sha256:")  # scores name the evaluator that made them
     assert all(math.isfinite(value) for value in out.values())
     assert out["fid"] < 1e-2  # the saved reference is these very clips (given here at 60 fps)

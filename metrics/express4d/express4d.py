@@ -17,6 +17,7 @@ import numpy as np
 
 from express4d_hf.core.constants import EVAL_GROUP_SIZE, TRAIN_FPS
 from express4d_hf.evaluation.metrics import embedding_metrics, gaussian_stats, multimodality
+from express4d_hf.evaluation.protocol import evaluator_fingerprint
 from express4d_hf.livelink import FaceMotion
 
 _CITATION = """\
@@ -71,6 +72,7 @@ Returns:
     mm_dist: >= 0, lower is better.
     diversity: >= 0, closer to the real data's value is better.
     multimodality: >= 0, higher is more varied (present when captions repeat / mm_embeddings given).
+    evaluator: (default config) the fingerprint of the evaluator that scored, "sha256:..." of its weights and config.
 Examples:
     >>> import numpy as np
     >>> import evaluate
@@ -207,7 +209,8 @@ class Express4D(evaluate.Metric):
             per_prompt = min(len(indices) for indices in repeated)  # equal count per prompt: the first ones
             stacked = np.stack([motion_emb[indices[:per_prompt]] for indices in repeated])
             result["multimodality"] = multimodality(stacked, mm_pairs, seed)
-        return _ordered(result)
+        # scores name the evaluator that made them: a hash of its weights and config
+        return {**_ordered(result), "evaluator": evaluator_fingerprint(evaluator)}
 
     def _resolve_evaluator(self, evaluator):
         if evaluator is None:
