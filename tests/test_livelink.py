@@ -12,6 +12,8 @@ from express4d_hf.core.arkit import (
     BLENDSHAPES,
     CHANNEL_INDEX,
     CHANNELS,
+    COMPOSITE_REGIONS,
+    HEAD_ROTATION,
     REGIONS,
     SYMMETRIC_CHANNELS,
     apple_name,
@@ -73,7 +75,12 @@ def test_channels_order_and_groups():
     assert ARKIT_CHANNELS == CHANNELS and len(CHANNELS) == 61
     assert CHANNEL_INDEX["JawRight"] < CHANNEL_INDEX["JawLeft"]  # CSV order, not the ARKit enum order
     assert len(BLENDSHAPES) == 52 and BLENDSHAPES[-1] == "TongueOut"
-    assert sum(len(v) for v in REGIONS.values()) == 61
+    base = [c for name, channels in REGIONS.items() if name not in COMPOSITE_REGIONS for c in channels]
+    assert sorted(base) == sorted(CHANNELS)  # the base regions partition the 61 channels
+    upper, lower = set(REGIONS["upper_face"]), set(REGIONS["lower_face"])
+    assert not upper & lower and upper | lower == set(CHANNELS) - set(HEAD_ROTATION)
+    assert {"BrowInnerUp", "EyeBlinkLeft", "CheekSquintLeft", "NoseSneerRight", "LeftEyeYaw"} <= upper
+    assert {"JawOpen", "MouthSmileLeft", "CheekPuff", "TongueOut"} <= lower
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,13 @@ REGIONS: dict[str, tuple[str, ...]] = {
     "head": HEAD_ROTATION,
     "eye_rotation": EYE_ROTATION,
 }
+# The two halves an animator reaches for first when keeping part of a performance (head rotation is in neither).
+REGIONS["upper_face"] = (
+    REGIONS["brows"] + REGIONS["eyes"] + ("CheekSquintLeft", "CheekSquintRight") + REGIONS["nose"] + EYE_ROTATION
+)
+REGIONS["lower_face"] = REGIONS["jaw"] + REGIONS["mouth"] + ("CheekPuff",) + REGIONS["tongue"]
+#: Regions made of other regions' channels (the rest partition the 61 channels).
+COMPOSITE_REGIONS: tuple[str, ...] = ("upper_face", "lower_face")
 
 
 def indices(names: tuple[str, ...] | list[str]) -> list[int]:

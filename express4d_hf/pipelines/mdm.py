@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch.nn import functional as F
 
-from ..core.constants import DIFFUSION_SAMPLERS, MAX_FRAMES
+from ..core.constants import DIFFUSION_SAMPLERS, MAX_FRAMES, MIN_FRAMES
+from ..core.motion import FaceMotion
 from ..models.mdm import MDMDenoiser
 from ..models.normalizer import MotionNormalizer
 from ..models.text import encode_prompts, load_text_encoder, pool_token_states, prompt_max_tokens, tokenize_prompts
@@ -48,8 +52,11 @@ from .common import (
     to_face_motions,
 )
 from .cuda_graphs import GraphCache, weight_pointers
+from .editing import DEFAULT_SEAM_BLEND_S, prepare_edit
 
 OUTPUT_TYPES = ("motion", "pt", "np", "latent")
+DEFAULT_TRANSITION_S = 1.0  # seconds each window of a composed timeline keeps from the previous one
+MAX_TIMELINE_S = 600.0  # a composed performance is at most 10 minutes
 SCHEDULER_NAMES = DIFFUSION_SAMPLERS
 MAX_CACHED_GRAPHS = 16  # recordings kept per pipeline: a sampling loop per batch size / steps / scheduler,
 # a text encoder per batch size
@@ -291,8 +298,12 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        motion: FaceMotion | list[FaceMotion] | None = None,
+        keep_channels=None,
+        keep_frames=None,
+        seam_blend_s: float = DEFAULT_SEAM_BLEND_S,
     ):
-        """Generate one or more motions per prompt.
+        """Generate one or more motions per prompt, or edit a performance (``motion`` with ``keep_*``).
 
         Args:
             prompt: a description ("A person is squinting and then smiling") or a list of them.
@@ -322,10 +333,35 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 from the CUDA graph (later calls without one are).
             callback_on_step_end_tensor_inputs: the names put in ``callback_kwargs`` (default ``["latents"]``),
                 any of :attr:`_callback_tensor_inputs`.
+            motion: edit this source performance (any fps; resampled to the model's 20 fps), or one per prompt.
+                The output length defaults to the source's (at most 196 frames); a longer output continues it.
+            keep_channels: channels kept from ``motion`` on every frame it covers: a region of
+                ``arkit.REGIONS`` (``"upper_face"``, ``"lower_face"``, ``"eyes"``, ``"mouth"``, ...), a list of
+                region or channel names, or a bool mask ``[frames, 61]``. The rest follows the prompt.
+            keep_frames: ``(start_s, end_s)`` spans kept from ``motion`` on every channel (in-betweening;
+                continuation when only a prefix is kept), or a string ``"0-1,3-4"``.
+            seam_blend_s: next to each kept span the generated frames are pulled towards the source along a
+                raised-cosine ramp of this many seconds (0 = a hard mask), so seams do not jump.
+
+        Editing is MDM's inpainting inside the sampling loop: at every step the kept parts of the predicted clean
+        motion are replaced by the (normalised) source, so the sampler carries the source, noised to the step's
+        level, through the loop (for DDIM exactly ``sqrt(a_t) * source + sqrt(1 - a_t) * starting noise``) and the
+        denoiser generates the rest around it; the output is the source on kept parts (pasted in raw values at
+        the end) and the generation elsewhere, joined by the ramps. It works on the eager and on the recorded
+        (CUDA-graph) path, where the source and weights are inputs of the recording.
         """
         prompts = check_prompts(prompt)
         callback_names = check_step_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs or ["latents"])
         fps = float(self.normalizer.config.fps)
+        edit_sources = None
+        if motion is not None:
+            edit_sources = [motion] * len(prompts) if isinstance(motion, FaceMotion) else list(motion)
+            if len(edit_sources) != len(prompts):
+                raise ValueError(f"got {len(edit_sources)} source motions for {len(prompts)} prompts (give one, or one per prompt)")
+            if num_frames is None and duration_s is None:
+                num_frames = [_source_frames(m, fps) for m in edit_sources]
+        elif keep_channels is not None or keep_frames is not None:
+            raise ValueError("`keep_channels` / `keep_frames` need the source performance: pass `motion=` (a FaceMotion)")
         lengths = resolve_num_frames(len(prompts), num_frames, duration_s, default=MAX_FRAMES, fps=fps)
         guidance_scale = check_guidance_scale(guidance_scale)
         max_steps = int(self.scheduler.config.num_train_timesteps)
@@ -353,6 +389,10 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             )
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+
+        plans = None
+        if edit_sources is not None:
+            plans = [prepare_edit(m, n, fps, keep_channels, keep_frames, seam_blend_s) for m, n in zip(edit_sources, lengths)]
 
         device = self._execution_device
         repeat = num_motions_per_prompt
@@ -397,6 +437,14 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps)
         latents = latents * self.scheduler.init_noise_sigma
         inputs = dict(latents=latents, states=branch_states, drop=branch_drop, mask=branch_mask)
+        if plans is not None:  # inpainting: the normalised source and its weights, padded like the latents
+            source_raw = torch.zeros(batch, run_frames, channels, device=device)
+            weights = torch.zeros(batch, run_frames, channels, device=device)
+            for i, plan in enumerate(p for p in plans for _ in range(repeat)):
+                source_raw[i, : len(plan.source)] = torch.from_numpy(plan.source).to(device)
+                weights[i, : len(plan.source)] = torch.from_numpy(plan.weights).to(device)
+            inputs["source"] = self.normalizer.normalize(source_raw).float() * mask[..., None]
+            inputs["weights"] = weights
         step_kwargs = {"eta": float(eta)} if eta else {}
         if takes_step_noise(self.scheduler, eta):  # drawn up front per clip, like the initial noise
             steps = len(self.scheduler.timesteps)
@@ -416,6 +464,10 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         keep = mask[..., None].to(latents.dtype)
         normalised = latents * keep
         raw = self.normalizer.denormalize(latents) * keep  # in float32 whatever the components' dtype
+        if plans is not None:  # the final paste, in raw values: kept parts are the source itself
+            weights, source_raw = inputs["weights"][:, :frames], source_raw[:, :frames]
+            raw = raw + weights * (source_raw - raw)
+            normalised = normalised + weights * (inputs["source"][:, :frames] - normalised)
         if self._fast_device is None or getattr(self, "_all_hooks", None):  # (no hooks to reset on the fast path)
             self.maybe_free_model_hooks()
 
@@ -425,6 +477,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
                 "guidance_rescale": float(guidance_rescale), "eta": float(eta),
             }  # fmt: skip
+            if plans is not None:
+                metadata["edit"] = _edit_metadata(keep_channels, keep_frames, seam_blend_s)
             motions = to_face_motions(raw, lengths, captions, fps=fps, **metadata)
             return MotionPipelineOutput(motions=motions) if return_dict else (motions,)
         values = normalised if output_type == "latent" else raw
@@ -439,11 +493,13 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         return bool(getattr(self, "_interrupt", False))
 
     def _denoise(self, latents, states, drop, mask, guidance, rescale=0.0, noise=None, step_kwargs=None,
-                 progress=True, callback=None) -> torch.Tensor:  # fmt: skip
+                 progress=True, callback=None, source=None, weights=None) -> torch.Tensor:  # fmt: skip
         """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d
         tensor, ``rescale`` the guidance rescale; ``noise`` ``[steps, B, T, C]`` is the per-step noise of
         :func:`takes_step_noise` samplers; ``step_kwargs`` go to ``scheduler.step``; ``callback`` is
-        ``(callback_on_step_end, tensor input names)`` (eager loop only)."""
+        ``(callback_on_step_end, tensor input names)`` (eager loop only). With ``source`` and
+        ``weights`` ``[B, T, C]`` (an edit), every step's clean prediction becomes
+        ``x0 + weights * (source - x0)`` before the scheduler step (MDM's inpainting)."""
         batch = latents.shape[0]
         guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
         timesteps = self.scheduler.timesteps
@@ -461,6 +517,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 x0 = x0_uncond + guidance * (x0_cond - x0_uncond)
                 if rescale:
                     x0 = rescale_guidance(x0, x0_cond, mask[:batch], rescale)
+            if source is not None:
+                x0 = torch.lerp(x0, source, weights)
             if noise is not None:
                 step_kwargs = {**step_kwargs, "variance_noise": noise[i]}
             latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
@@ -478,12 +536,75 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                tuple((name, tuple(value.shape)) for name, value in inputs.items()),
                self._weights_key("denoiser"))  # fmt: skip
 
-        def loop(latents, states, drop, mask, guidance, noise=None) -> torch.Tensor:
+        def loop(latents, states, drop, mask, guidance, noise=None, source=None, weights=None) -> torch.Tensor:
             self.scheduler.set_timesteps(num_inference_steps)
-            return self._denoise(latents, states, drop, mask, guidance, rescale, noise, step_kwargs, progress=False)
+            return self._denoise(latents, states, drop, mask, guidance, rescale, noise, step_kwargs, progress=False,
+                                 source=source, weights=weights)  # fmt: skip
 
         guidance = torch.tensor(float(guidance_scale), device=inputs["latents"].device)  # an input: any value replays
         return self._graphs.run(key, loop, {**inputs, "guidance": guidance})
+
+    def compose(
+        self,
+        timeline: list[tuple[str, float]],
+        transition_s: float = DEFAULT_TRANSITION_S,
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> FaceMotion:
+        """One performance of several instructions in a row, as long as you like: ``[(prompt, seconds), ...]``.
+
+        The model sees at most 196 frames (9.8 s) at once, so the timeline is generated window by window. Each
+        instruction gets its own windows (a long one several); every window after the first starts with the last
+        ``transition_s`` seconds of what is already generated, kept as a prefix (:meth:`__call__` with
+        ``keep_frames``: MDM's continuation by inpainting), so the new instruction picks up the face where the
+        previous one left it and the joins have no seam. Windows shorter than the model's minimum (1 s) are
+        generated at 1 s and cut.
+
+        Args:
+            timeline: ``(instruction, seconds)`` pairs, in order; each lasts ``seconds`` (> 0).
+            transition_s: seconds of overlap kept from the previous window (0.25 to 4).
+            generator: one generator for the whole timeline (windows draw from it in turn).
+            **kwargs: sampling settings passed to every window (``num_inference_steps``, ``guidance_scale``,
+                ``guidance_rescale``, ``eta``, ``negative_prompt``, ``seam_blend_s``).
+
+        Returns:
+            a :class:`FaceMotion` at 20 fps of exactly ``round(sum(seconds) * 20)`` frames; its caption joins the
+            instructions, ``metadata["timeline"]`` lists each one's start and end in seconds and
+            ``metadata["seams"]`` the frames where a window's generated part begins.
+        """
+        fps = float(self.normalizer.config.fps)
+        segments = check_timeline(timeline)
+        if not isinstance(transition_s, (int, float)) or not 0.25 <= transition_s <= 4.0:
+            raise ValueError(f"`transition_s` must be a number of seconds in [0.25, 4], got {transition_s!r}")
+        not_allowed = {"num_frames", "duration_s", "motion", "keep_channels", "keep_frames", "latents",
+                       "num_motions_per_prompt", "output_type", "return_dict", "prompt"} & set(kwargs)  # fmt: skip
+        if not_allowed:
+            raise ValueError(f"compose sets {', '.join(sorted(not_allowed))} itself; pass only sampling settings")
+        overlap = int(round(transition_s * fps))
+        bounds = [int(b) for b in np.round(np.cumsum([0.0] + [seconds for _, seconds in segments]) * fps)]
+        total = bounds[-1]
+        values = np.zeros((0, self.denoiser.config.num_channels), dtype=np.float32)
+        metadata: dict[str, Any] = {}
+        seams: list[int] = []  # frames where a window's generated part starts
+        for (prompt, _), start, end in zip(segments, bounds[:-1], bounds[1:]):
+            while len(values) < end:
+                prefix = min(overlap, len(values))
+                chunk = min(end - len(values), MAX_FRAMES - prefix)
+                frames = max(prefix + chunk, MIN_FRAMES)  # generated at least at the model's minimum, then cut
+                call = dict(kwargs, num_frames=frames, generator=generator)
+                if prefix:
+                    call.update(motion=FaceMotion(values[-prefix:], fps=fps), keep_frames=[(0.0, prefix / fps)])
+                window = self(prompt, **call).motions[0]
+                metadata = {k: v for k, v in window.metadata.items() if k != "edit"}
+                if len(values):
+                    seams.append(len(values))
+                values = np.concatenate([values, window.values[prefix : prefix + chunk]])
+        timeline_meta = [{"prompt": p, "start_s": float(a / fps), "end_s": float(b / fps)}
+                         for (p, _), a, b in zip(segments, bounds[:-1], bounds[1:])]  # fmt: skip
+        metadata.update(timeline=timeline_meta, transition_s=float(transition_s), seams=seams)
+        caption = " Then ".join(p.strip().rstrip(".") for p, _ in segments)
+        assert len(values) == total
+        return FaceMotion(values, fps=fps, caption=caption, metadata=metadata)
 
     # -- model card ------------------------------------------------------------------------------------
     def model_card_fields(self) -> dict[str, Any]:
@@ -520,6 +641,52 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         return fields
 
 
+def check_timeline(timeline) -> list[tuple[str, float]]:
+    """Validate ``[(prompt, seconds), ...]`` (or ``seconds, prompt`` lines already parsed) for :meth:`compose`."""
+    try:
+        segments = [(p, float(s)) for p, s in timeline]
+    except (TypeError, ValueError):
+        raise ValueError("a timeline is a list of (instruction, seconds) pairs, e.g. "
+                         "[('A person is smiling', 3.0), ('A person is frowning', 2.5)]") from None  # fmt: skip
+    if not segments:
+        raise ValueError("the timeline is empty: give (instruction, seconds) pairs")
+    check_prompts([p for p, _ in segments])
+    for i, (prompt, seconds) in enumerate(segments):
+        if not math.isfinite(seconds) or not 0.05 <= seconds <= MAX_TIMELINE_S:
+            raise ValueError(f"timeline entry {i} ({prompt[:40]!r}) lasts {seconds:g} s; give 0.05 to {MAX_TIMELINE_S:g} s")
+    if sum(s for _, s in segments) > MAX_TIMELINE_S:
+        raise ValueError(f"the timeline lasts {sum(s for _, s in segments):g} s; the limit is {MAX_TIMELINE_S:g} s")
+    return segments
+
+
+def _source_frames(motion, fps: float) -> int:
+    """Frames of a source motion at ``fps`` (the default output length of an edit), at most the model's window."""
+    if not isinstance(motion, FaceMotion):
+        raise ValueError(f"`motion` must be a FaceMotion (read one with read_livelink_csv), got {type(motion).__name__}")
+    if math.isclose(fps, motion.fps):
+        frames = motion.num_frames
+    else:  # as FaceMotion.resample counts them
+        frames = max(1, math.ceil(motion.num_frames * Fraction(fps / motion.fps).limit_denominator(1000)))
+    if frames > MAX_FRAMES:
+        raise ValueError(
+            f"the source motion is {motion.duration:.2f} s, longer than the model's window ({MAX_FRAMES / fps:g} s): "
+            "edit a part of it (motion.crop(start, stop)), or pass num_frames / duration_s"
+        )
+    return frames
+
+
+def _edit_metadata(keep_channels, keep_frames, seam_blend_s: float) -> dict[str, Any]:
+    """What an edit kept, JSON-friendly, for the output's metadata."""
+    if keep_channels is None or isinstance(keep_channels, str):
+        channels = keep_channels
+    elif isinstance(keep_channels, (list, tuple)) and all(isinstance(k, str) for k in keep_channels):
+        channels = list(keep_channels)
+    else:
+        channels = "mask"
+    frames = keep_frames if keep_frames is None or isinstance(keep_frames, str) else [list(map(float, s)) for s in keep_frames]
+    return {"keep_channels": channels, "keep_frames": frames, "seam_blend_s": float(seam_blend_s)}
+
+
 def _step_parameters(scheduler) -> frozenset[str]:
     """Names ``scheduler.step`` accepts; looked up once per scheduler class (every call asks)."""
     return _step_parameters_of(type(scheduler))
@@ -530,5 +697,5 @@ def _step_parameters_of(scheduler_class: type) -> frozenset[str]:
     return frozenset(inspect.signature(scheduler_class.step).parameters)
 
 
-__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "default_scheduler", "is_replayable", "make_scheduler",
+__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "check_timeline", "default_scheduler", "is_replayable", "make_scheduler",
            "rescale_guidance", "takes_step_noise"]
