@@ -1,0 +1,332 @@
+"""Editing with the MDM pipeline: kept channels and spans, seams, prompt response, composed timelines, errors,
+and the recorded (CUDA-graph) loop.
+
+Behaviour that must be learned (the edited region follows its prompt, seams are smooth) is checked on a tiny
+denoiser trained here for a few thousand steps (well under a CPU minute on one thread) on a toy corpus: three
+instructions, each raising its own lower-face channels, over upper-face motion (brows, a blink) that ignores the
+instruction. Everything else uses tiny random components.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from express4d_hf.arkit import CHANNEL_INDEX, REGIONS
+from express4d_hf.data.stats import NormStats
+from express4d_hf.livelink import FaceMotion
+from express4d_hf.models.mdm import MDMDenoiser
+from express4d_hf.models.normalizer import MotionNormalizer
+from express4d_hf.pipelines.editing import (
+    channels_of,
+    frame_steps,
+    parse_spans,
+    prepare_edit,
+    seam_step_report,
+    seam_weights,
+)
+from express4d_hf.pipelines.mdm import Express4DMDMPipeline, default_scheduler, make_scheduler
+from express4d_hf.text import load_text_encoder
+
+FPS = 20
+TOY_PROMPTS = {"smile": "A person is smiling broadly", "jaw": "A person is opening their mouth wide",
+               "press": "A person is pressing their lips together"}  # fmt: skip
+TOY_TARGETS = {"smile": ("MouthSmileLeft", "MouthSmileRight"), "jaw": ("JawOpen", "MouthLowerDownLeft", "MouthLowerDownRight"),
+               "press": ("MouthPressLeft", "MouthPressRight", "MouthRollLower")}  # fmt: skip
+TRAIN_STEPS = 1500
+SEAM_BOUND = 2.0  # the largest step at a seam <= 2x the 99th percentile of the source's own steps
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return load_text_encoder()
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def toy_clip(kind: str, frames: int, rng: np.random.Generator, fps: float = FPS) -> np.ndarray:
+    """``[frames, 61]``: brows swaying and one blink (whatever the instruction), and the instruction's lower-face
+    channels rising, holding and falling."""
+    t = np.arange(frames) / fps
+    values = np.full((frames, 61), 0.05, np.float32)
+    freq, phase = rng.uniform(0.3, 0.8), rng.uniform(0, 2 * np.pi)
+    values[:, CHANNEL_INDEX["BrowInnerUp"]] = 0.2 + 0.15 * np.sin(2 * np.pi * freq * t + phase)
+    values[:, [CHANNEL_INDEX["BrowOuterUpLeft"], CHANNEL_INDEX["BrowOuterUpRight"]]] = (
+        0.15 + 0.1 * np.sin(2 * np.pi * freq * t + phase + 0.5))[:, None]  # fmt: skip
+    blink = 0.05 + 0.8 * np.exp(-(((t - rng.uniform(0.5, frames / fps - 0.5)) / 0.12) ** 2))
+    values[:, [CHANNEL_INDEX["EyeBlinkLeft"], CHANNEL_INDEX["EyeBlinkRight"]]] = blink[:, None]
+    start, end = rng.uniform(0.2, 0.8), frames / fps - rng.uniform(0.2, 0.8)
+    envelope = np.clip((t - start) / 0.4, 0, 1) * np.clip((end - t) / 0.4, 0, 1)
+    envelope = 0.5 - 0.5 * np.cos(np.pi * envelope)
+    for name in TOY_TARGETS[kind]:
+        values[:, CHANNEL_INDEX[name]] += rng.uniform(0.55, 0.75) * envelope
+    return values + rng.normal(0, 0.005, values.shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(text_encoder) -> Express4DMDMPipeline:
+    """A tiny MDM denoiser trained on the toy corpus (x0 objective, 10% text dropout), sampled with DDIM."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    kinds = list(TOY_PROMPTS)
+    clips = [(k, toy_clip(k, 60, rng)) for _ in range(64) for k in kinds]
+    everything = np.concatenate([v for _, v in clips])
+    normalizer = MotionNormalizer.from_stats(NormStats(everything.mean(0), np.maximum(everything.std(0), 0.02)))
+    denoiser = MDMDenoiser.from_preset("tiny", num_layers=2, hidden_size=64, ff_size=128, num_heads=4, dropout=0.0,
+                                       attention_dropout=0.0)  # fmt: skip
+    tokenizer, encoder = text_encoder
+    pipe = Express4DMDMPipeline.from_components(denoiser, normalizer, text_encoder=encoder, tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    text = pipe.encode_text([TOY_PROMPTS[k] for k in kinds])
+    motion = normalizer.normalize(torch.from_numpy(np.stack([v for _, v in clips]))).float()
+    labels = torch.tensor([kinds.index(k) for k, _ in clips])
+    schedule = default_scheduler()
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=2e-3)
+    g = gen(0)
+    denoiser.train()
+    for _ in range(TRAIN_STEPS):
+        rows = torch.randint(0, len(motion), (32,), generator=g)
+        x0, steps = motion[rows], torch.randint(0, 1000, (32,), generator=g)
+        noisy = schedule.add_noise(x0, torch.randn(x0.shape, generator=g), steps)
+        drop = torch.rand(32, generator=g) < 0.1
+        loss = (denoiser(noisy, steps, text[labels[rows]], cond_drop_mask=drop) - x0).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    denoiser.eval()
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def source() -> FaceMotion:
+    """A 3 s toy take captured at 60 fps (the pipeline resamples it to 20 fps)."""
+    return FaceMotion(toy_clip("press", 180, np.random.default_rng(123), fps=60), fps=60, caption="toy take")
+
+
+@pytest.fixture(scope="module")
+def random_pipe(text_encoder) -> Express4DMDMPipeline:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    tokenizer, encoder = text_encoder
+    pipe = Express4DMDMPipeline.from_components(
+        MDMDenoiser.from_preset("tiny", num_layers=2, hidden_size=64, ff_size=128, num_heads=4),
+        MotionNormalizer.from_stats(NormStats(rng.uniform(0, 0.3, 61), rng.uniform(0.05, 0.2, 61))),
+        text_encoder=encoder, tokenizer=tokenizer,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    return pipe
+
+
+# --- masks and weights --------------------------------------------------------------------------------
+def test_regions_spans_and_seam_weights():
+    assert channels_of("upper_face") == [CHANNEL_INDEX[c] for c in REGIONS["upper_face"]]
+    assert channels_of(["jaw", "JawOpen", "mouthSmile_L"])[-1] == CHANNEL_INDEX["MouthSmileLeft"]  # no repeats
+    assert parse_spans("0-1, 3-4.5") == [(0.0, 1.0), (3.0, 4.5)]
+    keep = np.zeros((30, 2), bool)
+    keep[10:20, 0] = True
+    w = seam_weights(keep, 4)
+    assert (w[10:20, 0] == 1).all() and (w[:5, 0] == 0).all() and (w[25:, 0] == 0).all() and (w[:, 1] == 0).all()
+    assert np.all(np.diff(w[5:11, 0]) > 0) and np.all(np.diff(w[19:25, 0]) < 0)  # ramps up into, down out of the span
+    plan = prepare_edit(FaceMotion(np.ones((40, 61), np.float32), fps=20), 60, 20, keep_frames=[(0, 2)])
+    assert plan.kept[:40].all() and not plan.kept[40:].any() and plan.seams == [40]
+    assert (plan.source[40:] == 1).all()  # the source's last frame, held past its end
+
+
+# --- kept parts ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("keep", ["upper_face", "lower_face", ["eyes", "JawOpen"], "mask"])
+def test_kept_channels_are_the_resampled_source(random_pipe, source, keep):
+    reference = source.resample(FPS).values
+    if keep == "mask":
+        mask = np.zeros((60, 61), bool)
+        mask[:, :10] = True
+        mask[30:, 40:] = True
+        keep, kept = mask, mask
+    else:
+        kept = np.zeros((60, 61), bool)
+        kept[:, channels_of(keep)] = True
+    out = random_pipe("A person is smiling", motion=source, keep_channels=keep, num_inference_steps=4,
+                      generator=gen(0)).motions[0]  # fmt: skip
+    assert out.num_frames == 60 and out.fps == FPS  # the source's length at 20 fps
+    assert np.abs(out.values[kept] - reference[kept]).max() <= 1e-4
+    assert np.abs(out.values[~kept] - reference[~kept]).max() > 0.1  # the rest is generated
+    assert out.metadata["edit"]["seam_blend_s"] == 0.25
+
+
+def test_kept_spans_on_every_output_type(random_pipe, source):
+    reference = source.resample(FPS).values
+    kwargs = dict(motion=source, keep_frames=[(0, 1), (2.5, 3)], num_inference_steps=3)
+    out = random_pipe("A person is frowning", generator=gen(1), **kwargs).motions[0]
+    np.testing.assert_allclose(out.values[:20], reference[:20], atol=1e-4)
+    np.testing.assert_allclose(out.values[50:60], reference[50:60], atol=1e-4)
+    raw = random_pipe("A person is frowning", output_type="np", generator=gen(1), **kwargs).motions[0]
+    np.testing.assert_allclose(raw, out.values, atol=1e-5)
+    latent = random_pipe("A person is frowning", output_type="latent", generator=gen(1), **kwargs).motions[0]
+    normalised = random_pipe.normalizer.normalize(torch.from_numpy(reference)).numpy()
+    np.testing.assert_allclose(latent[:20], normalised[:20], atol=1e-4)
+
+
+def test_batches_and_one_source_per_prompt(random_pipe, source):
+    other = FaceMotion(np.full((50, 61), 0.3, np.float32), fps=25)
+    out = random_pipe(["A person is smiling", "A person is frowning"], motion=[source, other], keep_channels="eyes",
+                      num_motions_per_prompt=2, num_inference_steps=3, generator=[gen(i) for i in range(4)]).motions  # fmt: skip
+    assert [m.num_frames for m in out] == [60, 60, 40, 40]
+    eyes = channels_of("eyes")
+    assert np.abs(out[3].values[:, eyes] - other.resample(FPS).values[:, eyes]).max() <= 1e-4
+    alone = random_pipe("A person is frowning", motion=other, keep_channels="eyes", num_inference_steps=3,
+                        generator=gen(3)).motions[0]  # fmt: skip
+    np.testing.assert_allclose(alone.values, out[3].values, atol=1e-4)  # an edit does not depend on its batch
+
+
+# --- learned behaviour ---------------------------------------------------------------------------------
+def test_edited_region_follows_its_prompt(trained, source):
+    """Keep the upper face of a lips-pressed take and ask for each instruction: the instruction's own
+    lower-face channels rise above what the other instructions give them."""
+    reference = source.resample(FPS).values
+    upper = channels_of("upper_face")
+    level = {}
+    for kind, prompt in TOY_PROMPTS.items():
+        outs = trained([prompt] * 3, motion=source, keep_channels="upper_face", num_inference_steps=20,
+                       generator=[gen(i) for i in range(3)]).motions  # fmt: skip
+        values = np.stack([m.values for m in outs])
+        assert np.abs(values[:, :, upper] - reference[:, upper]).max() <= 1e-4
+        level[kind] = {k: float(values[:, :, [CHANNEL_INDEX[c] for c in TOY_TARGETS[k]]].mean()) for k in TOY_TARGETS}
+    for kind in TOY_PROMPTS:
+        others = [level[other][kind] for other in TOY_PROMPTS if other != kind]
+        assert level[kind][kind] > 2 * max(others), level
+
+
+@pytest.mark.parametrize(("spans", "frames"), [([(0, 1), (2, 3)], None), ([(0, 1.5)], 100)], ids=["inbetween", "continuation"])
+def test_kept_spans_and_smooth_seams(trained, source, spans, frames):
+    reference = source.resample(FPS).values
+    for seed, prompt in enumerate(TOY_PROMPTS.values()):
+        out = trained(prompt, motion=source, keep_frames=spans, num_frames=frames, num_inference_steps=20,
+                      generator=gen(seed)).motions[0]  # fmt: skip
+        assert out.num_frames == (frames or 60)
+        plan = prepare_edit(source, out.num_frames, FPS, keep_frames=spans)
+        kept = plan.kept[:, 0]
+        assert np.abs(out.values[kept] - reference[: out.num_frames][kept[: len(reference)]]).max() <= 1e-4
+        report = seam_step_report(out.values, reference, plan.seams)
+        assert report["ratio"] <= SEAM_BOUND, report
+
+
+def test_composed_timeline_length_and_seams(trained):
+    timeline = [(TOY_PROMPTS["smile"], 3), (TOY_PROMPTS["jaw"], 4), (TOY_PROMPTS["press"], 2.5),
+                (TOY_PROMPTS["smile"], 0.5), (TOY_PROMPTS["jaw"], 6), (TOY_PROMPTS["press"], 4)]  # fmt: skip
+    motion = trained.compose(timeline, transition_s=1.0, num_inference_steps=20, generator=gen(0))
+    assert motion.num_frames == 400 and motion.fps == FPS  # 20 s
+    assert [round(s["start_s"], 2) for s in motion.metadata["timeline"]] == [0, 3, 7, 9.5, 10, 16]
+    assert len(motion.metadata["seams"]) == 5
+    report = seam_step_report(motion.values, motion.values, motion.metadata["seams"])
+    assert report["ratio"] <= SEAM_BOUND, report
+    # Each instruction is performed in its own part of the timeline.
+    smile = [CHANNEL_INDEX[c] for c in TOY_TARGETS["smile"]]
+    jaw = [CHANNEL_INDEX[c] for c in TOY_TARGETS["jaw"]]
+    assert motion.values[20:50, smile].mean() > motion.values[230:300, smile].mean() + 0.1
+    assert motion.values[230:300, jaw].mean() > motion.values[20:50, jaw].mean() + 0.1
+    long = trained.compose([(TOY_PROMPTS["smile"], 12.0)], num_inference_steps=4, generator=gen(1))  # past the window
+    assert long.num_frames == 240 and len(long.metadata["seams"]) == 1
+
+
+# --- errors --------------------------------------------------------------------------------------------
+def test_clear_errors(random_pipe, source):
+    cases = [
+        (dict(keep_channels="mouthz"), r"unknown region or channel 'mouthz'; valid regions: eyes, brows, .*upper_face, lower_face"),
+        (dict(keep_channels=["eyes", 3]), "valid regions"),
+        (dict(keep_channels=np.zeros((5, 61), bool)), r"shape \[60, 61\]"),
+        (dict(keep_channels=np.zeros((60, 61))), "bool mask"),
+        (dict(keep_frames=[(2, 4)]), r"\(2, 4\) s is outside the clip; valid spans lie within 0 to 3 s"),
+        (dict(keep_frames=[(1, 0.5)]), "outside the clip"),
+        (dict(keep_frames=[(0,)]), r"\(start_s, end_s\) pair"),
+        (dict(keep_frames="1to2"), "START-END"),
+        (dict(), "needs `keep_channels`"),
+        (dict(keep_frames=[(0, 1)], seam_blend_s=-1), "seam_blend_s"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            random_pipe("A person is smiling", motion=source, num_inference_steps=2, **kwargs)
+    with pytest.raises(ValueError, match="pass `motion=`"):
+        random_pipe("A person is smiling", keep_channels="eyes", num_frames=20)
+    with pytest.raises(ValueError, match="longer than the model's window"):
+        random_pipe("x", motion=FaceMotion(np.zeros((700, 61), np.float32), fps=60), keep_channels="eyes")
+    with pytest.raises(ValueError, match="2 source motions for 1 prompts"):
+        random_pipe("x", motion=[source, source], keep_channels="eyes")
+    with pytest.raises(ValueError, match="lasts -1 s"):
+        random_pipe.compose([("A person is smiling", -1)])
+    with pytest.raises(ValueError, match="transition_s"):
+        random_pipe.compose([("A person is smiling", 2)], transition_s=9)
+    with pytest.raises(ValueError, match="compose sets num_frames"):
+        random_pipe.compose([("A person is smiling", 2)], num_frames=40)
+    with pytest.raises(ValueError, match="pairs"):
+        random_pipe.compose(["A person is smiling"])
+
+
+# --- the recorded loop -----------------------------------------------------------------------------------
+def test_recorded_loop_takes_the_source_as_inputs(text_encoder, source, monkeypatch):
+    """The CUDA-graph path runs the loop at the model's full length with the source and weights as inputs;
+    its kept and generated frames equal the eager loop's (the recording itself is checked on a GPU below)."""
+    tokenizer, encoder = text_encoder
+    torch.manual_seed(0)
+    pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset("tiny", num_layers=1, hidden_size=32, ff_size=64),
+                                                text_encoder=encoder, tokenizer=tokenizer)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    kwargs = dict(motion=source, keep_channels="upper_face", keep_frames=[(0, 0.5)], num_inference_steps=4, output_type="pt")
+    eager = pipe(["A person is smiling", "A person is frowning"], generator=[gen(0), gen(1)], **kwargs).motions
+    seen = []
+
+    def replay_without_graph(steps, guidance_scale, rescale, step_kwargs, **inputs):
+        seen.append({name: tuple(value.shape) for name, value in inputs.items()})
+        return pipe._denoise(guidance=torch.tensor(guidance_scale), rescale=rescale, step_kwargs=step_kwargs,
+                             progress=False, **inputs)  # fmt: skip
+
+    monkeypatch.setattr(pipe, "_replays", lambda device: True)
+    monkeypatch.setattr(pipe, "_replay", replay_without_graph)
+    padded = pipe(["A person is smiling", "A person is frowning"], generator=[gen(0), gen(1)], **kwargs).motions
+    full = (2, pipe.denoiser.config.max_frames, 61)
+    assert seen[0]["source"] == seen[0]["weights"] == seen[0]["latents"] == full
+    torch.testing.assert_close(padded, eager, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_edit_matches_the_eager_edit(random_pipe, source):
+    pipe = random_pipe.to("cuda")
+    kwargs = dict(motion=source, keep_channels="lower_face", keep_frames=[(2, 3)], num_inference_steps=8, output_type="pt")
+    eager = pipe("A person is smiling", generator=gen(0), **kwargs).motions
+    pipe.enable_fast_sampling(dtype=torch.float32)
+    try:
+        first = pipe("A person is smiling", generator=gen(0), **kwargs).motions  # records
+        other = pipe("A person is smiling", generator=gen(0), **{**kwargs, "keep_channels": "upper_face"}).motions
+        plain = pipe("A person is smiling", num_frames=60, num_inference_steps=8, generator=gen(0), output_type="pt").motions
+        assert len(pipe._graphs) == 3  # text encoder, the edit loop (new masks replay it), the plain loop
+        torch.testing.assert_close(first, eager, atol=2e-3, rtol=2e-3)
+        reference = source.resample(FPS).values
+        kept = channels_of("upper_face")
+        assert np.abs(other[0].cpu().numpy()[:, kept] - reference[:, kept]).max() <= 1e-4
+        assert not torch.allclose(plain, first)
+    finally:
+        pipe.disable_fast_sampling()
+        pipe.to("cpu")
+
+
+def test_frame_steps():
+    values = np.zeros((4, 61), np.float32)
+    values[2, 5] = 0.5
+    np.testing.assert_allclose(frame_steps(values), [0.0, 0.5, 0.5])
