@@ -9,6 +9,7 @@ instruction. Everything else uses tiny random components.
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -330,3 +331,62 @@ def test_frame_steps():
     values = np.zeros((4, 61), np.float32)
     values[2, 5] = 0.5
     np.testing.assert_allclose(frame_steps(values), [0.0, 0.5, 0.5])
+
+
+# --- the command line -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(random_pipe, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("edit_model")
+    random_pipe.save_pretrained(folder)
+    return folder
+
+
+def test_generate_edit_and_keep_frames_on_the_command_line(model_dir, source, tmp_path, capsys):
+    from express4d_hf import read_livelink_csv
+    from express4d_hf.cli import main
+
+    take = tmp_path / "take.csv"
+    source.to_livelink_csv(take, fps=60)
+    source_at_20 = read_livelink_csv(take).resample(FPS).values
+    base = ["generate", "A person is smiling broadly", "--model", str(model_dir), "--steps", "3", "--edit", str(take)]
+    assert main(base + ["--keep", "upper_face", "--out", str(tmp_path / "upper.csv")]) == 0
+    edited = FaceMotion.from_dict(json.loads((tmp_path / "upper.json").read_text()))
+    upper = channels_of("upper_face")
+    assert edited.num_frames == 60 and np.abs(edited.values[:, upper] - source_at_20[:, upper]).max() <= 1e-4
+    assert edited.metadata["edit"]["keep_channels"] == ["upper_face"]
+    assert main(base + ["--keep-frames", "0-1,2-3", "--out", str(tmp_path / "spans.csv")]) == 0
+    spans = FaceMotion.from_dict(json.loads((tmp_path / "spans.json").read_text()))
+    np.testing.assert_allclose(spans.values[:20], source_at_20[:20], atol=1e-4)
+    assert main(base + ["--keep-frames", "0-1", "--duration", "5", "--out", str(tmp_path / "longer.csv")]) == 0
+    assert read_livelink_csv(tmp_path / "longer.csv").num_frames == 300  # continued to 5 s (60 fps CSV)
+    capsys.readouterr()
+    for extra, message in [(["--keep", "mouthz"], "valid regions: eyes"), (["--keep-frames", "2-9"], "within 0 to 3 s"),
+                           ([], "--edit needs what to keep")]:  # fmt: skip
+        assert main(base + extra + ["--out", str(tmp_path / "bad.csv")]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["generate", "A person", "--model", str(model_dir), "--keep", "eyes", "--out", str(tmp_path / "x")]) == 2
+    assert "pass it with --edit" in capsys.readouterr().err
+
+
+def test_generate_timeline_on_the_command_line(model_dir, tmp_path, capsys):
+    from express4d_hf import read_livelink_csv
+    from express4d_hf.cli import main
+
+    script = tmp_path / "script.txt"
+    script.write_text("# a 12 s scene\n4\tA person is smiling broadly\n\n5.5\tA person is opening their mouth wide\n"
+                      "2.5\tA person is pressing their lips together\n")  # fmt: skip
+    out = tmp_path / "scene.csv"
+    assert main(["generate", "--timeline", str(script), "--model", str(model_dir), "--steps", "2", "--transition", "0.5",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert read_livelink_csv(out).num_frames == 720  # 12 s at 60 fps
+    scene = FaceMotion.from_dict(json.loads(out.with_suffix(".json").read_text()))
+    assert [s["end_s"] for s in scene.metadata["timeline"]] == [4.0, 9.5, 12.0]
+    assert scene.metadata["transition_s"] == 0.5
+    capsys.readouterr()
+    script.write_text("four\tA person smiles\n")
+    assert main(["generate", "--timeline", str(script), "--model", str(model_dir), "--out", str(out)]) == 2
+    assert "line 1: write SECONDS<TAB>INSTRUCTION" in capsys.readouterr().err
+    assert main(["generate", "A person", "--timeline", str(script), "--model", str(model_dir), "--out", str(out)]) == 2
+    assert "give no PROMPT" in capsys.readouterr().err
+    assert main(["generate", "--model", str(model_dir), "--out", str(out)]) == 2
+    assert "at least one PROMPT" in capsys.readouterr().err

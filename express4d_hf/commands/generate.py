@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-motions", type=positive_int, default=1, help="motions per prompt (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", type=device, default=None, help="torch device (default: cuda when available, else cpu)")
+    add_edit_arguments(parser)
     parser.set_defaults(func=_run, _parser=parser)
 
 
@@ -100,10 +101,11 @@ def _run(args: argparse.Namespace) -> int:
     from ..export.plotting import plot_channel_curves
 
     prompts = list(args.prompts) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
-    if not prompts:
-        raise CommandError("give at least one PROMPT or --prompts FILE")
+    check_edit_arguments(args, prompts)
+    if not prompts and not args.timeline:
+        raise CommandError("give at least one PROMPT or --prompts FILE (or --timeline SCRIPT)")
     try:
-        check_prompts(prompts)
+        check_prompts(prompts or ["(timeline)"])
     except ValueError as err:
         raise CommandError(str(err)) from None
     if args.num_motions < 1:
@@ -132,16 +134,19 @@ def _run(args: argparse.Namespace) -> int:
     ignored = sorted(k for k, v in requested.items() if v is not None and k not in accepted)
     if ignored:
         logger.warning("%s does not take %s; ignored", type(pipe).__name__, ", ".join(ignored))
-    frames = kwargs.pop("num_frames", None)
-    durations = kwargs.pop("duration_s", None)
-    per_prompt = args.num_motions
-    motions = []
-    for start in range(0, len(prompts), args.batch_size):
-        batch = prompts[start : start + args.batch_size]
-        first = start * per_prompt  # motion k (prompt-major, over the whole run) is seeded with seed + k
-        generators = [torch.Generator().manual_seed(args.seed + first + k) for k in range(len(batch) * per_prompt)]
-        lengths = {"num_frames": frames} if frames is not None else {"duration_s": durations} if durations is not None else {}
-        motions += pipe(batch, generator=generators, **lengths, **kwargs).motions
+    if args.timeline or args.edit:
+        motions = run_edit(pipe, args, prompts, kwargs)
+    else:
+        frames = kwargs.pop("num_frames", None)
+        durations = kwargs.pop("duration_s", None)
+        per_prompt = args.num_motions
+        motions = []
+        for start in range(0, len(prompts), args.batch_size):
+            batch = prompts[start : start + args.batch_size]
+            first = start * per_prompt  # motion k (prompt-major, over the whole run) is seeded with seed + k
+            generators = [torch.Generator().manual_seed(args.seed + first + k) for k in range(len(batch) * per_prompt)]
+            lengths = {"num_frames": frames} if frames is not None else {"duration_s": durations} if durations is not None else {}
+            motions += pipe(batch, generator=generators, **lengths, **kwargs).motions
 
     paths = output_paths(args.out, [m.caption or "" for m in motions])
     extras = ".json, .png" + (", .glb" if args.glb else "")
@@ -176,3 +181,125 @@ def write_generated(motion, csv_path: Path, raw: bool = False, glb: bool = False
 
         written.append(motion_to_gltf(motion, csv_path.with_suffix(".glb"), clamp=not raw))
     return written
+
+
+# --- editing and timelines -------------------------------------------------------------------------------
+def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
+    edit = parser.add_argument_group(
+        "editing and timelines (MDM)",
+        "Keep part of a take and generate the rest from the PROMPT, or direct a performance longer than the "
+        "model's 9.8 s window from a script.",
+    )
+    edit.add_argument("--edit", metavar="TAKE", default=None,
+                      help="the source performance: a Live Link Face CSV (any fps) or a FaceMotion JSON")  # fmt: skip
+    edit.add_argument("--keep", metavar="REGIONS", default=None,
+                      help="channels kept from the take, comma-separated regions or channel names: upper_face, "
+                           "lower_face, eyes, brows, jaw, mouth, cheeks, nose, tongue, head, eye_rotation, JawOpen, ...")  # fmt: skip
+    edit.add_argument("--keep-frames", metavar="SPANS", default=None,
+                      help="time spans kept from the take on every channel, in seconds: 0-1,3-4 (in-betweening); "
+                           "only a prefix such as 0-2 continues the take (with --duration longer than it)")  # fmt: skip
+    edit.add_argument("--seam-blend", type=float, default=None, metavar="SECONDS",
+                      help="ramp joining kept spans and generated frames (default 0.25 s; 0 = hard cut)")  # fmt: skip
+    edit.add_argument("--timeline", metavar="SCRIPT", default=None,
+                      help="a text file with one 'SECONDS<TAB>INSTRUCTION' per line (# comments): one performance of "
+                           "every instruction in turn, any length (no PROMPT then)")  # fmt: skip
+    edit.add_argument("--transition", type=float, default=None, metavar="SECONDS",
+                      help="with --timeline: overlap each window keeps from the previous one (default 1 s)")  # fmt: skip
+
+
+def check_edit_arguments(args: argparse.Namespace, prompts: list[str]) -> None:
+    """One-line errors for combinations of the editing flags that cannot work."""
+    from ..cli import CommandError
+
+    if args.timeline:
+        if prompts:
+            raise CommandError("--timeline takes its instructions from the script: give no PROMPT (or --prompts) with it")
+        clash = [flag for flag, value in (("--edit", args.edit), ("--keep", args.keep), ("--keep-frames", args.keep_frames),
+                 ("--duration", args.duration), ("--frames", args.frames)) if value is not None]  # fmt: skip
+        if clash or args.num_motions != 1:
+            raise CommandError(f"--timeline sets the length from the script; drop {', '.join(clash) or '--num-motions'}")
+        return
+    if args.transition is not None:
+        raise CommandError("--transition applies to --timeline only")
+    if (args.keep or args.keep_frames or args.seam_blend is not None) and not args.edit:
+        raise CommandError("--keep / --keep-frames / --seam-blend edit a take: pass it with --edit TAKE.csv")
+    if args.edit and not (args.keep or args.keep_frames):
+        raise CommandError("--edit needs what to keep from the take: --keep upper_face (regions or channels) "
+                           "and/or --keep-frames 0-1,3-4 (seconds)")  # fmt: skip
+
+
+def read_take(path: str):
+    """A source performance from a Live Link Face CSV or a FaceMotion JSON file."""
+    from ..cli import CommandError
+    from ..livelink import FaceMotion, read_livelink_csv
+
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"--edit {path}: no such file")
+    if file.suffix.lower() == ".json":
+        try:
+            return FaceMotion.from_dict(json.loads(file.read_text()))
+        except (ValueError, KeyError, TypeError) as err:
+            raise CommandError(f"--edit {path}: not a FaceMotion JSON ({err})") from None
+    return read_livelink_csv(file)
+
+
+def read_timeline(path: str) -> list[tuple[str, float]]:
+    """``[(instruction, seconds), ...]`` of a script: one ``SECONDS<TAB>INSTRUCTION`` a line (``#`` comments,
+    blank lines skipped; a run of spaces works in place of the tab).
+
+    >>> import tempfile, os; f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+    >>> _ = f.write("# a scene\\n3\\tA person is smiling\\n2.5  A person frowns\\n"); f.close()
+    >>> read_timeline(f.name); os.unlink(f.name)
+    [('A person is smiling', 3.0), ('A person frowns', 2.5)]
+    """
+    from ..cli import CommandError
+
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"--timeline {path}: no such file")
+    segments = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        seconds, _, instruction = line.replace("\t", " ").partition(" ")
+        try:
+            segments.append((instruction.strip(), float(seconds)))
+        except ValueError:
+            raise CommandError(f"{path}, line {number}: write SECONDS<TAB>INSTRUCTION, e.g. '3<TAB>A person is smiling'; "
+                               f"got {line[:60]!r}") from None  # fmt: skip
+    if not segments:
+        raise CommandError(f"{path}: no 'SECONDS<TAB>INSTRUCTION' lines")
+    return segments
+
+
+def run_edit(pipe, args: argparse.Namespace, prompts: list[str], kwargs: dict[str, Any]) -> list:
+    """The motions of an ``--edit`` run (motion k seeded with SEED + k) or a ``--timeline`` (seeded with SEED)."""
+    import torch
+
+    from ..cli import CommandError
+
+    if args.timeline:
+        if not hasattr(pipe, "compose"):
+            raise CommandError(f"--timeline needs an MDM pipeline; {type(pipe).__name__} cannot compose timelines")
+        segments = read_timeline(args.timeline)
+        settings = {k: v for k, v in kwargs.items() if k not in ("num_frames", "duration_s", "num_motions_per_prompt")}
+        if args.seam_blend is not None:
+            settings["seam_blend_s"] = args.seam_blend
+        if args.transition is not None:
+            settings["transition_s"] = args.transition
+        return [pipe.compose(segments, generator=torch.Generator().manual_seed(args.seed), **settings)]
+    accepted = set(inspect.signature(pipe.__call__).parameters)
+    edit: dict[str, Any] = {"motion": read_take(args.edit)}
+    if args.keep:
+        edit["keep_channels"] = [name.strip() for name in args.keep.split(",") if name.strip()]
+    if args.keep_frames:
+        edit["keep_frames"] = args.keep_frames
+    if args.seam_blend is not None:
+        edit["seam_blend_s"] = args.seam_blend
+    missing = sorted(k for k in edit if k not in accepted)
+    if missing:
+        raise CommandError(f"{type(pipe).__name__} cannot edit a take with {', '.join(missing)}; use an MDM pipeline")
+    generators = [torch.Generator().manual_seed(args.seed + k) for k in range(len(prompts) * args.num_motions)]
+    return pipe(prompts, generator=generators, **kwargs, **edit).motions
