@@ -10,18 +10,14 @@ instruction. Everything else uses tiny random components.
 from __future__ import annotations
 
 import json
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np
 import pytest
 import torch
 
-from express4d_hf.arkit import CHANNEL_INDEX, REGIONS
-from express4d_hf.data.stats import NormStats
-from express4d_hf.livelink import FaceMotion
+from express4d_hf.core.arkit import CHANNEL_INDEX, REGIONS
+from express4d_hf.core.motion import FaceMotion
+from express4d_hf.core.stats import NormStats
 from express4d_hf.models.mdm import MDMDenoiser
 from express4d_hf.models.normalizer import MotionNormalizer
 from express4d_hf.pipelines.editing import (
@@ -33,7 +29,6 @@ from express4d_hf.pipelines.editing import (
     seam_weights,
 )
 from express4d_hf.pipelines.mdm import Express4DMDMPipeline, default_scheduler, make_scheduler
-from express4d_hf.text import load_text_encoder
 
 FPS = 20
 TOY_PROMPTS = {"smile": "A person is smiling broadly", "jaw": "A person is opening their mouth wide",
@@ -45,16 +40,8 @@ SEAM_BOUND = 2.0  # the largest step at a seam <= 2x the 99th percentile of the 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    return load_text_encoder()
+def _one_thread(one_thread):
+    """Every test of this file runs its tiny models on one thread (tests/conftest.py)."""
 
 
 def gen(seed: int) -> torch.Generator:
@@ -342,11 +329,11 @@ def model_dir(random_pipe, tmp_path_factory):
 
 
 def test_generate_edit_and_keep_frames_on_the_command_line(model_dir, source, tmp_path, capsys):
-    from express4d_hf import read_livelink_csv
+    from express4d_hf.livelink import read_livelink_csv, write_livelink_csv
     from express4d_hf.cli import main
 
     take = tmp_path / "take.csv"
-    source.to_livelink_csv(take, fps=60)
+    write_livelink_csv(source, take, fps=60)
     source_at_20 = read_livelink_csv(take).resample(FPS).values
     base = ["generate", "A person is smiling broadly", "--model", str(model_dir), "--steps", "3", "--edit", str(take)]
     assert main(base + ["--keep", "upper_face", "--out", str(tmp_path / "upper.csv")]) == 0
@@ -369,7 +356,7 @@ def test_generate_edit_and_keep_frames_on_the_command_line(model_dir, source, tm
 
 
 def test_generate_timeline_on_the_command_line(model_dir, tmp_path, capsys):
-    from express4d_hf import read_livelink_csv
+    from express4d_hf.livelink import read_livelink_csv, write_livelink_csv
     from express4d_hf.cli import main
 
     script = tmp_path / "script.txt"

@@ -231,7 +231,8 @@ def check_edit_arguments(args: argparse.Namespace, prompts: list[str]) -> None:
 def read_take(path: str):
     """A source performance from a Live Link Face CSV or a FaceMotion JSON file."""
     from ..cli import CommandError
-    from ..livelink import FaceMotion, read_livelink_csv
+    from ..core.motion import FaceMotion
+    from ..livelink import read_livelink_csv
 
     file = Path(path)
     if not file.is_file():
