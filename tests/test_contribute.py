@@ -11,6 +11,7 @@ import pytest
 from express4d_hf.core.arkit import CHANNEL_INDEX
 from express4d_hf.apps.contribute import (
     CONTRIBUTION_LICENSE,
+    canonical_csv,
     ContributionError,
     ValidationRules,
     check_caption,
@@ -154,7 +155,7 @@ def test_accepted_take_is_stored_in_the_release_layout(tmp_path):
     stored = store_contribution(report, CAPTION, folder, consent=True, contributor="Ada",
                                 instruction="A person is smiling softly")  # fmt: skip
     take = stored.take
-    assert (folder / "data" / f"{take}.csv").read_bytes() == (tmp_path / "take.csv").read_bytes()
+    assert (folder / "data" / f"{take}.csv").read_bytes() == canonical_csv(report.motion)  # re-written, not the upload
     assert (folder / "train.txt").read_text() == f"{take}\n" and (folder / "test.txt").read_text() == ""
     text = (folder / "texts" / f"{take}.txt").read_text()
     assert text.startswith(CAPTION + "#") and "smile/VERB" in text

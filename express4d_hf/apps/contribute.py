@@ -10,8 +10,11 @@ reused (a batch import, a moderation script):
    :class:`ValidationReport` that says, per rule, what passed and how to fix what did not.
 2. :func:`store_contribution` writes an accepted take, only with explicit consent, into a folder in
    the official release layout (``data/<take>.csv``, ``texts/<take>.txt``, ``train.txt``,
-   ``test.txt``) plus ``meta/<take>.json`` (consent, licence, file hash, validation summary), so
-   ``express4d data build <folder>`` reads it like any release. New takes join the train split: the
+   ``test.txt``) plus ``meta/<take>.json`` (consent, licence, hashes, validation summary), so
+   ``express4d data build <folder>`` reads it like any release. The CSV stored is the take re-written
+   from what was read (61 channels, lost frames as ``<timecode>,0`` rows), never the upload itself;
+   duplicates are found on the hash of that re-written content, and the store has quotas
+   (:class:`StoreQuota`: 2 GiB and 5,000 takes by default). New takes join the train split: the
    official test split is the benchmark and never changes.
 3. :func:`open_hub_pull_request` sends the same files as a pull request to a Hub dataset repository
    (``huggingface_hub.HfApi.create_commit(create_pr=True)``), for a Space configured with a repo and
@@ -35,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
 import os
@@ -48,12 +52,16 @@ from typing import Any
 import numpy as np
 
 from ..core.arkit import BLENDSHAPES, CHANNELS, EYE_ROTATION, HEAD_ROTATION, indices
-from ..core.motion import FaceMotion
-from ..livelink import LiveLinkFormatError, read_livelink_csv
 from ..core.io import atomic_write_bytes, atomic_write_text
+from ..core.motion import FaceMotion, format_timecode
+from ..livelink import LiveLinkFormatError, read_livelink_csv
 
 __all__ = [
     "CONSENT_TEXT",
+    "DuplicateContributionError",
+    "StoreFullError",
+    "StoreQuota",
+    "canonical_csv",
     "CONTRIBUTION_LICENSE",
     "Check",
     "ContributionError",
@@ -86,6 +94,22 @@ _EYE_IDX = np.array(indices(EYE_ROTATION))
 
 class ContributionError(ValueError):
     """A contribution that cannot be stored (no consent, rejected take, bad caption, duplicate)."""
+
+
+class DuplicateContributionError(ContributionError):
+    """The same take (same re-written content) is in the store already."""
+
+
+class StoreFullError(ContributionError):
+    """The contributions store reached its quota (total size or number of takes)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreQuota:
+    """Limits of a local contributions store: total bytes on disk and number of takes (``None``: no limit)."""
+
+    max_bytes: int | None = 2 << 30
+    max_takes: int | None = 5000
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -144,8 +168,10 @@ class ValidationReport:
     """What :func:`validate_take` found. ``ok`` is True when every rule passed.
 
     ``motion`` is the parsed take (``None`` when the file could not be read), ``warnings`` are
-    remarks that do not reject the take (head rotation not recorded, a few flat channels), and
-    ``sha256`` identifies the uploaded bytes (duplicates are refused).
+    remarks that do not reject the take (head rotation not recorded, a few flat channels), ``sha256``
+    identifies the uploaded bytes and ``content_sha256`` the take's re-written content (frame rate, valid
+    mask and values to float32 print precision; timecodes, padding columns and spacing do not count):
+    duplicates are refused on it.
     """
 
     source: str
@@ -154,6 +180,7 @@ class ValidationReport:
     warnings: list[str] = dataclasses.field(default_factory=list)
     sha256: str = ""
     num_bytes: int = 0
+    content_sha256: str = ""
 
     @property
     def ok(self) -> bool:
@@ -171,6 +198,7 @@ class ValidationReport:
             "warnings": list(self.warnings),
             "sha256": self.sha256,
             "num_bytes": self.num_bytes,
+            "content_sha256": self.content_sha256,
         }
         if self.motion is not None:
             out.update(fps=self.motion.fps, num_frames=self.motion.num_frames,
@@ -214,22 +242,27 @@ def validate_take(path: str | os.PathLike, rules: ValidationRules = ValidationRu
         checks.append(Check("file", False, f"{size / 2**20:.1f} MB is above the {rules.max_file_bytes / 2**20:.0f} MB "
                                            "limit; upload one take of at most 10 s"))  # fmt: skip
         return report
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        checks.append(Check("file", False, f"{path.name}: cannot be read ({err.strerror}); upload the CSV again"))
+        return report
     report.sha256 = hashlib.sha256(data).hexdigest()
     checks.append(Check("file", True, f"{size / 1024:.0f} KB CSV"))
 
     try:
         # "mask" keeps lost frames at zero and marked invalid: the ratio is measured, not hidden.
-        motion = read_livelink_csv(path, on_tracking_loss="mask")
-    except LiveLinkFormatError as err:
-        reason = f"line {err.line}: {err.reason}" if err.line is not None else err.reason
-        checks.append(Check("format", False, f"{reason}. Upload the CSV that Live Link Face writes for a take "
+        motion = read_livelink_csv(io.BytesIO(data), on_tracking_loss="mask")
+    except LiveLinkFormatError as err:  # the reader's contract: nothing else escapes for any content
+        where = ", ".join(f"{k} {v}" for k, v in (("line", err.line), ("column", err.column)) if v is not None)
+        reason = f"{where}: {err.reason}" if where else err.reason
+        fix = f" Fix: {err.fix}." if err.fix else ""
+        checks.append(Check("format", False, f"{reason}.{fix} Upload the CSV that Live Link Face writes for a take "
                                              "(recorded in 'Live Link (ARKit)' mode)."))  # fmt: skip
         return report
-    except UnicodeDecodeError:
-        checks.append(Check("format", False, "the file is not text; upload the take's CSV, not the video"))
-        return report
+    motion.metadata["source"] = str(path)
     report.motion = motion
+    report.content_sha256 = hashlib.sha256(canonical_csv(motion, start_at_zero=True)).hexdigest()
     filled = motion.metadata.get("filled_channels")
     checks.append(Check("format", True, f"{motion.num_frames} frames, 61 ARKit channels"
                                         + (f" ({len(filled)} filled with zeros)" if filled else "")))  # fmt: skip
@@ -312,6 +345,37 @@ def _check_flat(motion: FaceMotion, rules: ValidationRules, warnings: list[str])
     return Check("flat_channels", True, f"{int(moving.sum())} of 52 blendshapes move")
 
 
+# --- the stored form of a take ------------------------------------------------------------------------
+_START_RE = re.compile(r"^\s*(\d{1,2}):(\d{2}):(\d{2})[:;](\d{1,3})(\.\d+)?\s*$")
+
+
+def canonical_csv(motion: FaceMotion, *, start_at_zero: bool = False, digits: int = 7) -> bytes:
+    """The take as stored: a Live Link Face CSV of the 61 ARKit channels at the take's own rate, one row per
+    frame from the start timecode on, lost frames written as ``<timecode>,0`` rows (they read back as lost).
+
+    Nothing of the upload survives but what was read: padding columns, spacing, number formatting and stray
+    bytes are gone. ``digits`` significant digits are written (7: float32's precision). The duplicate hash is
+    taken over this form with ``start_at_zero=True`` (timecodes from 00:00:00:00), so padding, spacing, a moved
+    start timecode or stray columns do not make a copy a new take.
+    """
+    rate = max(1, int(round(motion.fps)))
+    start = 0
+    match = None if start_at_zero else _START_RE.match(motion.start_timecode or "")
+    if match:
+        h, m, s_, ff = (int(g) for g in match.groups()[:4])
+        tc_rate = int(motion.metadata.get("timecode_rate") or rate)
+        seconds = h * 3600 + m * 60 + s_ + (ff + float(match.group(5) or 0)) / max(tc_rate, 1)
+        start = int(round(seconds * rate))
+    lines = ["Timecode,BlendShapeCount," + ",".join(CHANNELS)]
+    for frame, (row, valid) in enumerate(zip(motion.values, motion.valid)):
+        timecode = format_timecode(frame, rate, start)
+        if valid:
+            lines.append(f"{timecode},{len(CHANNELS)}," + ",".join(f"{float(x):.{digits}g}" for x in row))
+        else:
+            lines.append(f"{timecode},0")
+    return ("\n".join(lines) + "\n").encode()
+
+
 # --- instructions and captions -----------------------------------------------------------------------
 def random_instruction(seed: int | None = None) -> str:
     """An instruction in the paper's style from the procedural corpus' prompt bank.
@@ -350,7 +414,7 @@ class StoredContribution:
 
 
 def _take_name(report: ValidationReport, now: _dt.datetime) -> str:
-    return f"contrib_{now.strftime('%Y%m%dT%H%M%SZ')}_{report.sha256[:8]}"
+    return f"contrib_{now.strftime('%Y%m%dT%H%M%SZ')}_{(report.content_sha256 or report.sha256)[:8]}"
 
 
 def contribution_files(
@@ -391,13 +455,14 @@ def contribution_files(
         "validation": report.to_dict(),
         "split": CONTRIBUTION_SPLIT,
     }
+    if report.motion is None or not report.content_sha256:
+        raise ContributionError("the take was not read; upload it again")
     files = {
-        f"data/{take}.csv": source.read_bytes(),  # the upload as recorded (timecodes, lost rows) : lossless
+        # the take re-written from what was read (61 channels, lost frames as <timecode>,0), not the upload
+        f"data/{take}.csv": canonical_csv(report.motion),
         f"texts/{take}.txt": f"{caption}#{pos_tag(caption)}\n".encode(),
         f"{META_DIR}/{take}.json": (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode(),
     }
-    if hashlib.sha256(files[f"data/{take}.csv"]).hexdigest() != report.sha256:
-        raise ContributionError("the uploaded file changed after it was checked; upload it again")
     return take, files
 
 
@@ -420,13 +485,40 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 
 
 def _existing_hashes(folder: Path) -> dict[str, str]:
+    """content hash -> take of every stored take (older entries without one: their upload hash)."""
     hashes = {}
     for path in (folder / META_DIR).glob("*.json"):
         try:
-            hashes[json.loads(path.read_text())["validation"]["sha256"]] = path.stem
-        except (ValueError, KeyError, TypeError):
+            validation = json.loads(path.read_text(encoding="utf-8"))["validation"]
+            hashes[validation.get("content_sha256") or validation["sha256"]] = path.stem
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
     return hashes
+
+
+def store_usage(folder: str | os.PathLike) -> tuple[int, int]:
+    """``(bytes on disk, number of takes)`` of a contributions store."""
+    folder = Path(folder)
+    size = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                size += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return size, len(list((folder / META_DIR).glob("*.json")))
+
+
+def _check_quota(folder: Path, files: dict[str, bytes], quota: StoreQuota) -> None:
+    size, takes = store_usage(folder)
+    new = sum(len(data) for data in files.values())
+    if quota.max_takes is not None and takes + 1 > quota.max_takes:
+        raise StoreFullError(f"the contributions store is full ({takes} of {quota.max_takes} takes); thank you! "
+                             "New takes can be accepted once the maintainers have moved the current ones to the dataset")  # fmt: skip
+    if quota.max_bytes is not None and size + new > quota.max_bytes:
+        raise StoreFullError(f"the contributions store is full ({size / 2**20:.1f} of {quota.max_bytes / 2**20:.0f} "
+                             "MiB used); thank you! New takes can be accepted once the maintainers have moved the "
+                             "current ones to the dataset")  # fmt: skip
 
 
 def store_contribution(
@@ -437,18 +529,22 @@ def store_contribution(
     consent: bool,
     contributor: str | None = None,
     instruction: str | None = None,
+    quota: StoreQuota = StoreQuota(),
 ) -> StoredContribution:
     """Write an accepted take into ``folder`` (release layout, created on first use) and list it in train.txt.
 
     Every file is written atomically and the split file last, so an interrupted store leaves at most
-    an unlisted file, never a listed take with missing parts. The same upload twice is refused.
+    an unlisted file, never a listed take with missing parts. The same take twice (the same re-written
+    content, however the upload was padded or re-formatted) raises :class:`DuplicateContributionError`;
+    a store at its ``quota`` raises :class:`StoreFullError`.
     """
     folder = Path(folder)
     take, files = contribution_files(report, caption, consent=consent, contributor=contributor, instruction=instruction)
     with _folder_lock(folder):
-        duplicate = _existing_hashes(folder).get(report.sha256)
+        duplicate = _existing_hashes(folder).get(report.content_sha256)
         if duplicate:
-            raise ContributionError(f"this exact file was already contributed (take {duplicate}); thank you!")
+            raise DuplicateContributionError(f"this take was already contributed (take {duplicate}); thank you!")
+        _check_quota(folder, files, quota)
         for rel, data in files.items():
             atomic_write_bytes(folder / rel, data)
         for split in ("train", "test"):

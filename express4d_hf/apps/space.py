@@ -36,7 +36,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from .contribute import (
     CONSENT_TEXT,
     CONTRIBUTION_LICENSE,
     ContributionError,
+    DuplicateContributionError,
+    StoreFullError,
+    StoreQuota,
     ValidationRules,
     open_hub_pull_request,
     random_instruction,
@@ -111,6 +114,8 @@ class SpaceConfig:
         contributions_dir: where accepted contributions are stored (release layout).
         contributions_repo, hub_token: when both are set, contributions become pull requests to
             this Hub dataset repository instead of local files.
+        contributions_quota: total size and number of takes the local contributions folder may hold
+            (2 GiB and 5,000 by default); beyond it, submissions are refused with a message.
         output_dir: generated files (served to the page); a fresh temporary folder by default.
         concurrency: how many requests run at once (generation itself runs one at a time).
         max_queue: requests waiting beyond that are refused with a message.
@@ -129,6 +134,7 @@ class SpaceConfig:
     default_steps: int = 50
     cache_dir: Path | None = None
     validation_rules: ValidationRules = dataclasses.field(default_factory=ValidationRules)
+    contributions_quota: StoreQuota = dataclasses.field(default_factory=StoreQuota)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpaceConfig:
@@ -136,7 +142,9 @@ class SpaceConfig:
 
         ``EXPRESS4D_MODELS`` (comma-separated folders or Hub repo ids), ``EXPRESS4D_DATA``,
         ``EXPRESS4D_CONTRIBUTIONS`` (default ``/data/contributions`` on a Space with persistent
-        storage, else ``./contributions``), ``EXPRESS4D_CONTRIBUTIONS_REPO`` with ``HF_TOKEN``.
+        storage, else ``./contributions``), ``EXPRESS4D_CONTRIBUTIONS_REPO`` with ``HF_TOKEN``,
+        ``EXPRESS4D_CONTRIBUTIONS_MAX_BYTES`` and ``EXPRESS4D_CONTRIBUTIONS_MAX_TAKES`` (the store's quota; ``0``
+        means no limit).
         """
         env = os.environ
         persistent = Path("/data")
@@ -147,11 +155,30 @@ class SpaceConfig:
             contributions_dir=Path(env.get("EXPRESS4D_CONTRIBUTIONS", default_contrib)),
             contributions_repo=env.get("EXPRESS4D_CONTRIBUTIONS_REPO") or None,
             hub_token=env.get("HF_TOKEN") or None,
+            contributions_quota=StoreQuota(
+                max_bytes=_env_limit(env, "EXPRESS4D_CONTRIBUTIONS_MAX_BYTES", StoreQuota.max_bytes),
+                max_takes=_env_limit(env, "EXPRESS4D_CONTRIBUTIONS_MAX_TAKES", StoreQuota.max_takes),
+            ),
         )
         for key, value in overrides.items():
             if value is not None:
                 setattr(config, key, value)
         return config
+
+
+def _env_limit(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """A non-negative integer limit from the environment (``0``: no limit); a bad value is an error naming it."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        number = float(text)
+        value = int(number) if number.is_integer() else -1
+    except (ValueError, OverflowError):
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name}={text!r}: expected a whole number >= 0 (0 means no limit)")
+    return value or None
 
 
 def discover_models(sources: Iterable[str | os.PathLike]) -> tuple[dict[str, str], list[str]]:
@@ -451,7 +478,11 @@ class Express4DSpace:
         """
         if not path:
             return "Upload the Live Link Face CSV of your take.", None, None
-        report = validate_take(path, self.config.validation_rules)
+        try:
+            report = validate_take(path, self.config.validation_rules)
+        except BaseException:
+            _discard_upload(path)  # never keep a file that could not even be checked
+            raise
         png = None
         if report.motion is not None and report.ok:
             folder = self._request_dir()
@@ -480,8 +511,13 @@ class Express4DSpace:
                                            contributor=contributor, instruction=instruction_text)  # fmt: skip
             where = f"as a pull request to `{self.config.contributions_repo}`: {stored.pr_url}"
         else:
-            stored = store_contribution(report, caption, self.config.contributions_dir, consent=bool(consent),
-                                        contributor=contributor, instruction=instruction_text)  # fmt: skip
+            try:
+                stored = store_contribution(report, caption, self.config.contributions_dir, consent=bool(consent),
+                                            contributor=contributor, instruction=instruction_text,
+                                            quota=self.config.contributions_quota)  # fmt: skip
+            except (DuplicateContributionError, StoreFullError):
+                _discard_upload(path)  # it will not be stored: do not keep it either
+                raise
             where = "in the contributions folder"
         _discard_upload(path)
         return f"### Thank you! Stored take `{stored.take}` {where}.", None
