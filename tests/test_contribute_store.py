@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from express4d_hf.arkit import CHANNELS
-from express4d_hf.contribute import (
+from express4d_hf.apps.contribute import (
     DuplicateContributionError,
     StoreFullError,
     StoreQuota,
@@ -124,7 +124,7 @@ def test_space_removes_rejected_and_duplicate_uploads_and_reports_a_full_store(t
     pytest.importorskip("gradio")
     import gradio as gr
 
-    from express4d_hf.space import Express4DSpace, SpaceConfig, _user_errors
+    from express4d_hf.apps.space import Express4DSpace, SpaceConfig, _user_errors
 
     monkeypatch.setenv("EXPRESS4D_CONTRIBUTIONS_MAX_TAKES", "1")
     monkeypatch.setenv("EXPRESS4D_CONTRIBUTIONS_MAX_BYTES", "0")  # 0: no size limit

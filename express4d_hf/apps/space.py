@@ -61,7 +61,7 @@ from ..export.plotting import caption_slug
 
 logger = logging.getLogger(__name__)
 
-VIEWER_DIR = Path(__file__).resolve().parent / "assets" / "viewer"
+VIEWER_DIR = Path(__file__).resolve().parent.parent / "assets" / "viewer"  # express4d_hf/assets/viewer
 VIEWER_BUNDLE = VIEWER_DIR / "express4d-viewer.min.js"
 
 #: model_index.json ``_class_name`` -> the name the app shows.
