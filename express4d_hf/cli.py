@@ -7,21 +7,15 @@ import importlib
 import logging
 import sys
 
+from .commands.arguments import OneLineErrorParser
 from .core.constants import __version__
 
 # Modules under express4d_hf.commands, each with `register(subparsers)`; listed in help order.
 COMMAND_MODULES = ["data", "train", "generate", "evaluate", "benchmark", "convert", "demo"]
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """Usage errors in one line (``express4d data build: error: ... (see --help)``), exit status 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
         prog="express4d",
         description="Express4D text-to-facial-motion benchmark: data, training, generation, evaluation.",
     )

@@ -212,6 +212,7 @@ def test_ten_bad_invocations_one_line_each(release_dir, built, tmp_path):
         (["generate", "A smile", "--model", tmp_path, "--out", tmp_path / "g", "--guidance", "nan"], "finite number"),
         (["demo", "--port", "70000"], "port number"),
         (["benchmark", "--eta", "2"], "from 0 to 1"),
+        (["train", "mdm", "--max-steps", "-3"], "must be a positive integer"),
         (["nosuchcommand"], "invalid choice"),
     ]
     for args, expected in cases:

@@ -15,6 +15,14 @@ import argparse
 import math
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors in one line (``express4d data build: error: ... (see express4d data build --help)``), exit 2;
+    sub-command parsers made from it are of the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _number(text: str, kind: type, what: str):
     try:
         value = kind(text)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from .arguments import OneLineErrorParser, positive_int
+
 # verb -> (module under express4d_hf.training with `add_train_command(subparsers)`, one-line help)
 TRAIN_VERBS: dict[str, tuple[str, str]] = {
     "evaluator": ("evaluator", "the text-motion evaluator behind every metric"),
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
 def trainer_parser(verb: str) -> argparse.ArgumentParser:
     """The full parser of one ``express4d train <verb>``, built by its trainer module."""
     module, _ = TRAIN_VERBS[verb]
-    root = argparse.ArgumentParser(prog="express4d train")
+    root = OneLineErrorParser(prog="express4d train")
     verbs = root.add_subparsers(dest="model")
     importlib.import_module(f"express4d_hf.training.{module}").add_train_command(verbs)
     return verbs.choices[verb]
@@ -61,7 +63,7 @@ def add_pipeline_train_arguments(parser) -> None:
     parser.add_argument("--evaluator", default=None, metavar="DIR",
                         help="after training, score the model with this evaluator folder (test split, a few "
                         "replications, next to a text-blind control) and put the numbers in the model card")  # fmt: skip
-    parser.add_argument("--replications", type=int, default=3, help="replications of the --evaluator check (default 3)")
+    parser.add_argument("--replications", type=positive_int, default=3, help="replications of the --evaluator check (default 3)")
 
 
 def add_common_train_arguments(parser, default_out: str) -> None:
@@ -69,7 +71,7 @@ def add_common_train_arguments(parser, default_out: str) -> None:
     parser.add_argument("--data", default=None, help="release folder, built dataset folder or hub id (default: embedded procedural corpus)")
     parser.add_argument("--out", default=default_out, help=f"output folder, loadable with from_pretrained (default: {default_out})")
     parser.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help="model/training size (tiny: CPU minutes; paper: one GPU)")
-    parser.add_argument("--max-steps", type=int, default=None, help="override the preset's number of steps")
-    parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="override the preset's number of steps")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="override the preset's batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random step")
     parser.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist in --out")
