@@ -478,8 +478,11 @@ def _parse_cells(
     timecodes = table.column("c0").to_pylist()
     if not channel_cols:
         return timecodes, np.zeros((len(rows), 0))
-    values = np.stack([table.column(f"c{i}").to_numpy(zero_copy_only=False) for i in channel_cols], axis=1)
-    return timecodes, values.astype(np.float64, copy=False)
+    values = np.empty((table.num_rows, len(channel_cols)))
+    for j, i in enumerate(channel_cols):  # chunk by chunk: ChunkedArray.to_numpy would import pandas
+        chunks = table.column(f"c{i}").chunks
+        values[:, j] = np.concatenate([c.to_numpy(zero_copy_only=False) for c in chunks]) if chunks else []
+    return timecodes, values
 
 
 def _parse_cells_python(
@@ -579,8 +582,8 @@ def _interpolate_short_gaps(values: np.ndarray, valid: np.ndarray, max_gap: int)
     if not short.any():
         return
     delta = np.zeros(len(valid) + 1, dtype=np.int64)
-    np.add.at(delta, starts[short], 1)
-    np.add.at(delta, ends[short], -1)
+    delta[starts[short]] += 1  # run starts (and ends) are distinct: plain fancy indexing adds correctly
+    delta[ends[short]] -= 1
     targets = np.flatnonzero(np.cumsum(delta[:-1]) > 0)
     idx = np.flatnonzero(valid)
     pos = np.searchsorted(idx, targets)  # the next valid frame is idx[pos]
