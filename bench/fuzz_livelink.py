@@ -432,6 +432,7 @@ def campaign(n: int, seed: int, *, jobs: int = 1, timeout: float = 10.0, memory_
     outcomes: Counter = Counter()
     by_mode: dict[str, Counter] = {m: Counter() for m in MODES}
     bad_mutations: Counter = Counter()
+    by_mutation: dict[str, Counter] = {m: Counter() for m in MUTATIONS}
     lock = threading.Lock()
     t0 = time.perf_counter()
     done = [0]
@@ -445,6 +446,8 @@ def campaign(n: int, seed: int, *, jobs: int = 1, timeout: float = 10.0, memory_
         with lock:
             outcomes[outcome] += 1
             by_mode[mode][outcome] += 1
+            for name in set(applied):
+                by_mutation[name][outcome] += 1
             if outcome not in (OK, TYPED):
                 bad_mutations.update(applied)
                 if save is not None:
@@ -464,6 +467,7 @@ def campaign(n: int, seed: int, *, jobs: int = 1, timeout: float = 10.0, memory_
         "cases": n, "seed": seed, "jobs": jobs, "timeout_s": timeout, "memory_mb": memory_mb,
         "seconds": round(seconds, 1), "outcomes": dict(outcomes.most_common()),
         "by_mode": {m: dict(c.most_common()) for m, c in by_mode.items()},
+        "by_mutation": {m: dict(c.most_common()) for m, c in by_mutation.items()},
         "mutations_in_bad_cases": dict(bad_mutations.most_common()),
     }  # fmt: skip
 
@@ -485,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {count:>9,}  {outcome}")
     for mode, counts in result["by_mode"].items():
         print(f"  by {mode}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    for name, counts in result["by_mutation"].items():
+        print(f"  cases with {name}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if set(result["outcomes"]) <= {OK, TYPED} else 1
