@@ -157,18 +157,19 @@ def test_uploads_are_limited_to_20_mb(space):
 
 
 # --- no model -----------------------------------------------------------------------------------------
-def test_app_without_a_model_starts_and_names_the_training_command(tmp_path):
-    from express4d_hf.apps.space import TRAIN_COMMAND, Express4DSpace, SpaceConfig
+def test_app_without_a_model_starts_and_gives_no_shell_advice(tmp_path):
+    from express4d_hf.apps.space import Express4DSpace, SpaceConfig
 
     app = Express4DSpace(SpaceConfig(models=[str(tmp_path)], contributions_dir=tmp_path / "c", output_dir=tmp_path / "o"))
-    assert app.models == {} and "no model_index.json" in app.model_problems[0]
+    assert app.models == {} and "no model_index.json" in app.model_problems[0] and app.trainer is None
     notices = [c["props"].get("value") for c in app.blocks.config["components"] if c["props"].get("elem_id") == "e4d-no-model"]
-    assert notices and TRAIN_COMMAND in notices[0]
+    assert notices and "EXPRESS4D_MODELS" in notices[0] and "express4d train" not in notices[0]
     _, url, _ = app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         local = gradio_client.Client(url, verbose=False)
-        with pytest.raises(gradio_client.exceptions.AppError, match=re.escape(TRAIN_COMMAND)):
+        with pytest.raises(gradio_client.exceptions.AppError, match="No trained model is loaded") as error:
             local.predict(PROMPT, api_name="/generate")
+        assert "express4d " not in str(error.value)
     finally:
         app.close()
 

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -68,7 +69,11 @@ VIEWER_BUNDLE = VIEWER_DIR / "express4d-viewer.min.js"
 MODEL_LABELS = {"Express4DMDMPipeline": "MDM", "Express4DT2MGPTPipeline": "T2M-GPT"}
 MODEL_CHOICES = ("MDM", "T2M-GPT")
 DEFAULT_MODEL_SEARCH = ("runs",)  # `express4d train mdm` writes runs/mdm, `... t2m-gpt` runs/t2m_gpt
-TRAIN_COMMAND = "express4d train mdm --preset tiny --out runs/mdm"
+PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it
+#: Prior seconds per training step of the tiny presets on 2 CPU cores (README "Health check": MDM 255 s for 1500
+#: steps, T2M-GPT about 6 min for 800 + 800), and of building the procedural corpus; replaced by the measured
+#: rate once a stage has logged a few steps.
+PRIOR_SECONDS = {"corpus": 60.0, "mdm": 0.17, "vqvae": 0.2, "gpt": 0.25}
 
 #: The paper's example instruction (DESIGN.md) first, then instructions in the dataset's style.
 EXAMPLE_PROMPTS = (
@@ -121,6 +126,11 @@ class SpaceConfig:
         max_queue: requests waiting beyond that are refused with a message.
         default_steps: MDM denoising steps when the caller gives none (the slider's start value).
         cache_dir: where datasets are built and cached (default ``$EXPRESS4D_CACHE`` or ``~/.cache/express4d_hf``).
+        auto_train: with no model configured or found, train the tiny baselines on the embedded procedural
+            corpus in the background at start-up (MDM first, then T2M-GPT) and load each once it is ready.
+        train_steps: training steps of every auto-trained stage (default: the tiny presets' 1500 / 800 / 800).
+        persistent_dir: persistent storage; when it is a writable folder the auto-trained models are kept in
+            it (``<persistent_dir>/express4d``) and a restart loads them instead of training again.
     """
 
     models: list[str] = dataclasses.field(default_factory=list)
@@ -135,6 +145,9 @@ class SpaceConfig:
     cache_dir: Path | None = None
     validation_rules: ValidationRules = dataclasses.field(default_factory=ValidationRules)
     contributions_quota: StoreQuota = dataclasses.field(default_factory=StoreQuota)
+    auto_train: bool = True
+    train_steps: int | None = None
+    persistent_dir: Path | None = PERSISTENT_DIR
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpaceConfig:
@@ -144,7 +157,8 @@ class SpaceConfig:
         ``EXPRESS4D_CONTRIBUTIONS`` (default ``/data/contributions`` on a Space with persistent
         storage, else ``./contributions``), ``EXPRESS4D_CONTRIBUTIONS_REPO`` with ``HF_TOKEN``,
         ``EXPRESS4D_CONTRIBUTIONS_MAX_BYTES`` and ``EXPRESS4D_CONTRIBUTIONS_MAX_TAKES`` (the store's quota; ``0``
-        means no limit).
+        means no limit), ``EXPRESS4D_AUTO_TRAIN`` (``0`` turns the start-up training of the tiny baselines off),
+        ``EXPRESS4D_TRAIN_STEPS`` (its steps per stage), ``EXPRESS4D_PERSISTENT_DIR`` (default ``/data``).
         """
         env = os.environ
         persistent = Path("/data")
@@ -159,6 +173,9 @@ class SpaceConfig:
                 max_bytes=_env_limit(env, "EXPRESS4D_CONTRIBUTIONS_MAX_BYTES", StoreQuota.max_bytes),
                 max_takes=_env_limit(env, "EXPRESS4D_CONTRIBUTIONS_MAX_TAKES", StoreQuota.max_takes),
             ),
+            auto_train=env.get("EXPRESS4D_AUTO_TRAIN", "1").strip().lower() not in ("0", "false", "no", "off", ""),
+            train_steps=int(env["EXPRESS4D_TRAIN_STEPS"]) if env.get("EXPRESS4D_TRAIN_STEPS", "").strip() else None,
+            persistent_dir=Path(env.get("EXPRESS4D_PERSISTENT_DIR") or PERSISTENT_DIR),
         )
         for key, value in overrides.items():
             if value is not None:
@@ -217,14 +234,251 @@ def discover_models(sources: Iterable[str | os.PathLike]) -> tuple[dict[str, str
 
 
 def no_model_message(problems: list[str] | None = None) -> str:
+    """What the page says when no model is configured and the start-up training is off (no shell advice:
+    the reader of a web page may not run it)."""
     lines = [
-        "**No trained model is loaded**, so Generate cannot run yet (Browse and Contribute work).",
-        (f"Train the tiny preset in a few CPU minutes with `{TRAIN_COMMAND}`, then start "
-         "`express4d demo --model runs/mdm`."),
+        "**No trained model is loaded**, so Generate cannot run here (Browse and Contribute work).",
+        "The app's operator can configure trained models (the `EXPRESS4D_MODELS` setting: Hub repositories or "
+        "folders), or let the app train the small baselines itself at start-up (`EXPRESS4D_AUTO_TRAIN`, on by default).",
     ]
     if problems:
         lines.append("Model sources that could not be used: " + "; ".join(problems[:3]))
     return "\n\n".join(lines)
+
+
+def _format_wait(seconds: float) -> str:
+    """
+    >>> _format_wait(42), _format_wait(61), _format_wait(3600 * 2)
+    ('under a minute', 'about 2 min', 'about 120 min')
+    """
+    if seconds < 60:
+        return "under a minute"
+    return f"about {math.ceil(seconds / 60)} min"
+
+
+class BaselineTrainer:
+    """Trains the tiny MDM and T2M-GPT baselines on the embedded procedural corpus in a background thread, so a
+    fresh Space works with zero configuration; each model is handed to ``on_ready(label, folder)`` once saved.
+
+    The models go to ``<persistent_dir>/express4d/baselines/<key>`` when the Space has persistent storage (a
+    restart then loads them at once), else to ``<cache>/space-baselines/<key>`` (retrained after a restart
+    of a Space). ``key`` names the step budget and the package version, so a new version trains afresh.
+    Progress comes from the trainers' loss logs (``*_losses.jsonl``), with the expected wait extrapolated
+    from the measured rate.
+    """
+
+    STAGES = (("corpus", "procedural corpus", None), ("mdm", "MDM", "MDM"), ("vqvae", "T2M-GPT tokenizer (VQ-VAE)", None),
+              ("gpt", "T2M-GPT", "T2M-GPT"))  # fmt: skip
+    DONE = ".express4d-space-done"
+
+    def __init__(self, config: SpaceConfig, on_ready: Callable[[str, str], None]):
+        from .. import __version__
+        from ..data.hub import default_cache_dir
+
+        self.config = config
+        self.on_ready = on_ready
+        persistent = config.persistent_dir
+        self.persistent = bool(persistent) and Path(persistent).is_dir() and os.access(persistent, os.W_OK)
+        self.on_space = bool(os.environ.get("SPACE_ID"))
+        key = f"tiny-{config.train_steps or 'preset'}-steps-v{__version__}"
+        if self.persistent:
+            base = Path(persistent) / "express4d"
+            self.root = base / "baselines" / key
+            self.cache = base / "cache"
+        else:
+            self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+            self.root = self.cache / "space-baselines" / key
+        self.state = "waiting"  # waiting -> training -> ready | failed
+        self.error: str | None = None
+        self.stage: str | None = None
+        self.stage_started: dict[str, float] = {}
+        self.stage_finished: dict[str, float] = {}
+        self.started = None
+        self._thread: threading.Thread | None = None
+
+    # -- folders -----------------------------------------------------------------------------------------
+    def folder(self, label: str) -> Path:
+        return self.root / ("mdm" if label == "MDM" else "t2m_gpt")
+
+    def finished(self, label: str) -> bool:
+        folder = self.folder(label)
+        return (folder / self.DONE).is_file() and (folder / "model_index.json").is_file()
+
+    def _steps(self, stage: str) -> int:
+        if self.config.train_steps:
+            return int(self.config.train_steps)
+        return {"mdm": 1500, "vqvae": 800, "gpt": 800}.get(stage, 0)
+
+    # -- running -----------------------------------------------------------------------------------------
+    def start(self) -> BaselineTrainer:
+        """Load what is stored; train the rest in a daemon thread."""
+        import time
+
+        for label in ("MDM", "T2M-GPT"):
+            if self.finished(label):
+                self.on_ready(label, str(self.folder(label)))
+        if all(self.finished(label) for label in ("MDM", "T2M-GPT")):
+            self.state = "ready"
+            return self
+        self.state, self.started = "training", time.time()
+        self._thread = threading.Thread(target=self._run, name="express4d-baselines", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until training ends (tests, scripts); True when both models are ready."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.state == "ready"
+
+    def _mark(self, stage: str) -> None:
+        import time
+
+        now = time.time()
+        if self.stage is not None:
+            self.stage_finished[self.stage] = now
+        self.stage = stage
+        self.stage_started[stage] = now
+
+    def _run(self) -> None:
+        import time
+
+        try:
+            if not self.persistent and not os.environ.get("EXPRESS4D_CACHE") and self.config.cache_dir:
+                os.environ["EXPRESS4D_CACHE"] = str(self.config.cache_dir)
+            if self.persistent and not os.environ.get("EXPRESS4D_CACHE"):
+                os.environ["EXPRESS4D_CACHE"] = str(self.cache)  # the corpus persists with the models
+            from ..data.hub import resolve_dataset_dir
+
+            self._mark("corpus")
+            resolve_dataset_dir(None, progress=False)
+            if not self.finished("MDM"):
+                from ..training.mdm import MDMTrainConfig, train_mdm
+
+                self._mark("mdm")
+                config = MDMTrainConfig.preset("tiny")
+                if self.config.train_steps:
+                    config = config.with_max_steps(int(self.config.train_steps))
+                train_mdm(None, self.folder("MDM"), config, progress=False, resume=True)
+                (self.folder("MDM") / self.DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+            self.on_ready("MDM", str(self.folder("MDM")))
+            if not self.finished("T2M-GPT"):
+                from ..training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
+
+                self._mark("vqvae")
+                vq, gpt = VQVAETrainConfig.preset("tiny"), GPTTrainConfig.preset("tiny")
+                if self.config.train_steps:
+                    vq, gpt = vq.with_max_steps(int(self.config.train_steps)), gpt.with_max_steps(int(self.config.train_steps))
+                watcher = threading.Thread(target=self._watch_gpt_stage, daemon=True)
+                watcher.start()
+                train_t2m_gpt(None, self.folder("T2M-GPT"), vq, gpt, progress=False, resume=True)
+                (self.folder("T2M-GPT") / self.DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+            self.on_ready("T2M-GPT", str(self.folder("T2M-GPT")))
+            self._mark("done")
+            self.state = "ready"
+        except Exception as err:  # noqa: BLE001 - reported on the page, logged in full
+            logger.exception("training the baselines failed")
+            self.error = f"{type(err).__name__}: {err}"
+            self.state = "failed"
+
+    def _watch_gpt_stage(self) -> None:
+        """Switch the reported stage from the tokenizer to the GPT when the GPT's loss log appears."""
+        import time
+
+        while self.stage == "vqvae" and self.state == "training":
+            if (self.folder("T2M-GPT") / "gpt_losses.jsonl").is_file():
+                self._mark("gpt")
+                return
+            time.sleep(1.0)
+
+    # -- progress ----------------------------------------------------------------------------------------
+    def _logged_step(self, stage: str) -> int:
+        folder = self.folder("MDM" if stage == "mdm" else "T2M-GPT")
+        logs = list(folder.rglob(f"{stage}_losses.jsonl")) if folder.is_dir() else []
+        step = 0
+        for log in logs:
+            try:
+                lines = log.read_text().strip().splitlines()
+                step = max(step, int(json.loads(lines[-1])["step"])) if lines else step
+            except (OSError, ValueError, KeyError):
+                continue
+        return step
+
+    def progress(self) -> dict[str, Any]:
+        """``{"state", "stage", "stages": {stage: {"done", "total"}}, "remaining_s", "error"}``."""
+        import time
+
+        now = time.time()
+        stages: dict[str, dict[str, Any]] = {}
+        remaining = 0.0
+        for stage, _, label in self.STAGES:
+            total = self._steps(stage)
+            finished = stage in self.stage_finished or (label is not None and self.finished(label)) or (
+                stage == "vqvae" and self.finished("T2M-GPT"))  # fmt: skip
+            if stage == "corpus":
+                done = 1 if finished or self.stage not in (None, "corpus") else 0
+                stages[stage] = {"done": done, "total": 1}
+                if not done:
+                    remaining += PRIOR_SECONDS["corpus"] - (now - self.stage_started.get("corpus", now))
+                continue
+            done = total if finished else min(self._logged_step(stage), total)
+            stages[stage] = {"done": done, "total": total}
+            rate = PRIOR_SECONDS[stage]
+            if self.stage == stage and done >= 10:
+                rate = (now - self.stage_started[stage]) / done  # measured, loading included
+            remaining += max(0, total - done) * rate
+        return {"state": self.state, "stage": self.stage, "stages": stages, "remaining_s": max(0.0, remaining),
+                "error": self.error}  # fmt: skip
+
+    def storage_note(self) -> str:
+        if self.persistent:
+            return (f"The models are kept in this Space's persistent storage (`{self.config.persistent_dir}`): after a "
+                    "restart they load at once.")  # fmt: skip
+        if self.on_space:
+            return ("This Space has no persistent storage, so the models are trained again after every restart. "
+                    "With persistent storage enabled they are kept and load at once.")  # fmt: skip
+        return "The models are kept on this machine and load at once next time."
+
+    def status_markdown(self) -> str:
+        """The notice at the top of the Generate tab."""
+        info = self.progress()
+        if info["state"] == "failed":
+            return ("**Training the built-in models failed** (" + str(info["error"]) + "). Browse and Contribute work; "
+                    "the error is in the app's log.")  # fmt: skip
+        if info["state"] == "ready":
+            return ""
+        names = {stage: name for stage, name, _ in self.STAGES}
+        lines = [
+            "**No trained model was configured, so this app is training its own small baselines** on the "
+            "embedded procedural corpus (synthetic faces, not the real captures): MDM first, then T2M-GPT. "
+            f"Expected wait: **{_format_wait(info['remaining_s'])}** in all. Generate works for each model as soon "
+            "as it is ready; Browse and Contribute work now.",
+        ]
+        rows = []
+        for stage, progress in info["stages"].items():
+            if stage == "corpus":
+                state = "done" if progress["done"] else ("running" if info["stage"] == "corpus" else "waiting")
+            else:
+                state = f"{progress['done']} / {progress['total']} steps"
+            marker = " ◀" if info["stage"] == stage else ""
+            rows.append(f"| {names[stage]} | {state}{marker} |")
+        lines.append("| stage | progress |\n|---|---|\n" + "\n".join(rows))
+        ready = [label for label in ("MDM", "T2M-GPT") if self.finished(label)]
+        if ready:
+            lines.append("Ready: " + ", ".join(ready) + ".")
+        lines.append(self.storage_note())
+        return "\n\n".join(lines)
+
+    def waiting_message(self, label: str) -> str:
+        """Why ``label`` cannot generate yet (an error shown on the page)."""
+        info = self.progress()
+        if info["state"] == "failed":
+            return f"the {label} model could not be trained here ({info['error']}); Browse and Contribute still work"
+        stage = "mdm" if label == "MDM" else "gpt"
+        progress = info["stages"].get(stage, {})
+        return (f"the {label} model is still training ({progress.get('done', 0)} of {progress.get('total', '?')} steps; "
+                f"expected wait {_format_wait(info['remaining_s'])} for both models). Try again then; Browse and "
+                "Contribute work meanwhile")  # fmt: skip
 
 
 # =====================================================================================================
@@ -264,6 +518,9 @@ class Express4DSpace:
         self.config = config or SpaceConfig()
         sources = self.config.models or [p for p in DEFAULT_MODEL_SEARCH if Path(p).is_dir()]
         self.models, self.model_problems = discover_models(sources)
+        self.trainer: BaselineTrainer | None = None
+        if not self.models and not self.config.models and self.config.auto_train:
+            self.trainer = BaselineTrainer(self.config, self._model_ready).start()
         if self.config.output_dir is None:
             self.output_dir = Path(tempfile.mkdtemp(prefix="express4d-space-"))
             atexit.register(shutil.rmtree, self.output_dir, ignore_errors=True)
@@ -317,24 +574,36 @@ class Express4DSpace:
             return json.dumps({"glb": None, "message": message})
         return json.dumps({"glb": self._head_url, "caption": message, "autoplay": False})
 
-    def render_motion(self, motion: FaceMotion, folder: Path, stem: str, title: str | None = None) -> tuple[Path, Path]:
-        """Animated GLB (blendshapes clamped to [0, 1], licence notice beside it) and curve PNG of ``motion``."""
+    def render_motion(self, motion: FaceMotion, folder: Path, stem: str, title: str | None = None,
+                      clamp: bool = True) -> tuple[Path, Path]:  # fmt: skip
+        """Animated GLB (licence notice beside it) and curve PNG of ``motion``; ``clamp`` keeps the blendshapes
+        in [0, 1] (generated motion; a capture is shown as recorded)."""
         from ..export.gltf import motion_to_gltf
         from ..export.plotting import plot_channel_curves
 
-        glb = motion_to_gltf(motion, folder / f"{stem}.glb", clamp=True)
+        glb = motion_to_gltf(motion, folder / f"{stem}.glb", clamp=clamp)
         png = plot_channel_curves(motion, folder / f"{stem}_curves.png", top_k=8, title=title)
         return glb, png
 
     # -- generation ------------------------------------------------------------------------------------
+    def _model_ready(self, label: str, folder: str) -> None:
+        """Called by the background trainer when a model is saved."""
+        logger.info("the %s baseline is ready in %s", label, folder)
+        self.models[label] = folder
+
+    def training_status(self) -> str:
+        """The Generate tab's notice about the start-up training (empty when there is none or it is done)."""
+        return self.trainer.status_markdown() if self.trainer is not None else ""
+
     def pipeline(self, label: str):
         """The loaded pipeline for ``label`` (loaded once, on first use)."""
         if label not in self.models:
+            if self.trainer is not None and self.trainer.state != "ready":
+                raise SpaceError(self.trainer.waiting_message(label))
             if not self.models:
                 raise SpaceError(no_model_message(self.model_problems).replace("**", ""))
             available = ", ".join(sorted(self.models))
-            raise SpaceError(f"no {label} model is loaded here (available: {available}). Pick another model, or "
-                             f"train one and pass it with `express4d demo --model DIR`.")  # fmt: skip
+            raise SpaceError(f"no {label} model is loaded here (available: {available}); pick another model")
         with self._pipeline_lock:
             if label not in self._pipelines:
                 import torch
@@ -405,11 +674,14 @@ class Express4DSpace:
     def generate(self, prompt, model="MDM", duration_s=4.0, num_inference_steps=50, guidance_scale=2.5,
                  temperature=1.0, seed=0):  # fmt: skip
         """The ``/generate`` endpoint: ``(Live Link CSV at 60 fps, motion JSON, state for the page)``."""
+        from ..pipelines.common import clamp_blendshapes
+
         motion = self.generate_motion(prompt, model, duration_s, num_inference_steps, guidance_scale, temperature, seed)
+        motion = clamp_blendshapes(motion)  # Live Link importers expect [0, 1]; rotations untouched
         folder = self._request_dir()
         stem = f"express4d_{caption_slug(motion.caption)}"
         csv_path = folder / f"{stem}.csv"
-        write_livelink_csv(motion, csv_path, fps=60)
+        write_livelink_csv(clamp_blendshapes(motion.resample(60)), csv_path, fps=None)
         return str(csv_path), motion.to_dict(), {"folder": str(folder), "stem": stem, "motion": motion.to_dict()}
 
     def present_generated(self, state: dict | None):
@@ -464,7 +736,8 @@ class Express4DSpace:
     def present_clip(self, key: str):
         motion = self.load_clip(key)
         folder = self._request_dir()
-        glb, png = self.render_motion(motion, folder, caption_slug(motion.metadata["id"], limit=80), title=motion.caption)
+        glb, png = self.render_motion(motion, folder, caption_slug(motion.metadata["id"], limit=80), title=motion.caption,
+                                      clamp=False)  # a capture is shown as recorded
         captions = "\n".join(f"- {c}" for c in motion.metadata["captions"])
         info = (f"**{motion.metadata['id']}** ({motion.metadata['split']} split, performer {motion.metadata['performer']}, "
                 f"{motion.duration:.1f} s at {motion.fps:g} fps)\n\n{captions}")  # fmt: skip
@@ -554,7 +827,17 @@ class Express4DSpace:
                 elem_id="e4d-header",
             )
             with gr.Tab("Generate", id="generate"):
-                if not self.models:
+                if self.trainer is not None:
+                    training = gr.Markdown(self.training_status(), elem_classes=["e4d-notice"], elem_id="e4d-training")
+                    timer = gr.Timer(5.0, active=self.trainer.state == "training")
+
+                    def refresh():
+                        text = self.training_status()
+                        return text, gr.Timer(active=self.trainer is not None and self.trainer.state == "training")
+
+                    timer.tick(refresh, outputs=[training, timer], api_visibility="private")
+                    demo.load(refresh, outputs=[training, timer], api_visibility="private")
+                elif not self.models:
                     gr.Markdown(no_model_message(self.model_problems), elem_classes=["e4d-notice"], elem_id="e4d-no-model")
                 with gr.Row():
                     with gr.Column(scale=2):

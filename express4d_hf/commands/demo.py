@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Start the Express4D web app: type a sentence and watch a 3D head perform it, browse the "
         "dataset, and contribute Live Link Face takes. It is the app of the Hugging Face Space "
         "(spaces/express4d), run from this installation. Without --model it looks for trained pipelines under "
-        "./runs; with none, Generate explains how to train one and the other tabs still work. "
+        "./runs; with none, it trains the tiny baselines on the embedded procedural corpus in the background "
+        "(progress and expected wait on the page; kept in the cache, so the next start loads them; "
+        "EXPRESS4D_AUTO_TRAIN=0 turns it off) while the other tabs already work. "
         "Needs the demo extra: pip install 'express4d-hf[demo]'.",
         epilog="example: express4d demo --model runs/mdm --model runs/t2m_gpt --port 7860",
     )
@@ -62,6 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.model and not app.models:
         raise CommandError("no MDM or T2M-GPT pipeline in " + ", ".join(args.model) + ": "
                            + "; ".join(app.model_problems))  # fmt: skip
-    print("models: " + (", ".join(f"{k} ({v})" for k, v in app.models.items()) or "none (Generate explains how to train one)"))
+    if app.trainer is not None and app.trainer.state == "training":
+        print(f"models: none configured; training the tiny baselines in the background into {app.trainer.root} "
+              "(progress on the page)")  # fmt: skip
+    else:
+        print("models: " + (", ".join(f"{k} ({v})" for k, v in app.models.items()) or "none (see the page)"))
     app.launch(server_name=args.host, server_port=args.port, share=args.share)
     return 0

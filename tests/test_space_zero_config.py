@@ -1,0 +1,49 @@
+"""A fresh Space with no model configured: it trains the tiny baselines on the embedded corpus in the background
+(progress and expected wait in the page), keeps them in persistent storage, and generates once they are ready."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+PROMPT = "A person is winking with their left eye while smiling"
+
+
+def test_space_with_no_models_trains_tiny_baselines_then_generates(tmp_path, monkeypatch):
+    from express4d_hf.data import hub
+    from express4d_hf.space import Express4DSpace, SpaceConfig, SpaceError
+
+    monkeypatch.setattr(hub, "PROCEDURAL_NUM_CLIPS", 24)  # a small corpus: the test is about the flow
+    monkeypatch.setattr(hub, "PROCEDURAL_PARTICIPANTS", 3)
+    monkeypatch.setenv("EXPRESS4D_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    (tmp_path / "data").mkdir()  # the Space's persistent storage
+    config = SpaceConfig(contributions_dir=tmp_path / "c", output_dir=tmp_path / "o", train_steps=2,
+                         persistent_dir=tmp_path / "data")  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # no ./runs to discover
+    app = Express4DSpace(config)
+    assert app.trainer is not None and app.models == {}
+    status = app.training_status()
+    assert "training its own small baselines" in status and "Expected wait" in status and "persistent storage" in status
+    assert "express4d " not in status  # no shell advice on the page
+    if "MDM" not in app.models:
+        with pytest.raises(SpaceError, match="still training"):
+            app.generate_motion(PROMPT, "MDM", duration_s=2.0, num_inference_steps=2)
+    assert app.trainer.wait(timeout=600), app.trainer.error
+    assert app.training_status() == "" and set(app.models) == {"MDM", "T2M-GPT"}
+    assert str(tmp_path / "data" / "express4d") in app.models["MDM"]
+    for model in ("MDM", "T2M-GPT"):
+        csv_path, motion, state = app.generate(PROMPT, model, duration_s=2.0, num_inference_steps=2, seed=1)
+        assert motion["caption"] == PROMPT and os.path.getsize(csv_path) > 0
+    app.close()
+
+    again = Express4DSpace(config)  # a restart: the stored models load at once, nothing trains
+    assert again.trainer.state == "ready" and again.trainer._thread is None and set(again.models) == {"MDM", "T2M-GPT"}
+    again.close()
