@@ -11,7 +11,7 @@ from .commands.arguments import OneLineErrorParser
 from .core.constants import __version__
 
 # Modules under express4d_hf.commands, each with `register(subparsers)`; listed in help order.
-COMMAND_MODULES = ["data", "train", "generate", "evaluate", "benchmark", "convert", "demo"]
+COMMAND_MODULES = ["data", "train", "generate", "evaluate", "benchmark", "convert", "demo", "model", "space"]
 
 
 def build_parser() -> argparse.ArgumentParser:

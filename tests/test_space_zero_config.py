@@ -18,7 +18,7 @@ PROMPT = "A person is winking with their left eye while smiling"
 
 def test_space_with_no_models_trains_tiny_baselines_then_generates(tmp_path, monkeypatch):
     from express4d_hf.data import hub
-    from express4d_hf.space import Express4DSpace, SpaceConfig, SpaceError
+    from express4d_hf.apps.space import Express4DSpace, SpaceConfig, SpaceError
 
     monkeypatch.setattr(hub, "PROCEDURAL_NUM_CLIPS", 24)  # a small corpus: the test is about the flow
     monkeypatch.setattr(hub, "PROCEDURAL_PARTICIPANTS", 3)

