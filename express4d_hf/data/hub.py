@@ -256,6 +256,15 @@ def is_procedural_release(release_dir: str | os.PathLike) -> bool:
         return False
 
 
+def manifest_is_procedural(manifest: dict[str, Any]) -> bool:
+    """True for a build of the procedural corpus (the ``procedural`` flag; builds made before it existed are
+    recognised by their title or source)."""
+    if "procedural" in manifest:
+        return bool(manifest["procedural"])
+    text = f"{manifest.get('pretty_name', '')} {manifest.get('source', '')}".lower()
+    return "procedural stand-in" in text or "**procedural**" in text
+
+
 def _render_card(manifest: dict[str, Any], stats: NormStats, shard_files: dict[str, list[str]]) -> str:
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
@@ -793,7 +802,7 @@ def resolve_gating(folder: str | os.PathLike, gated: str | bool | None = None) -
     if gated is None:
         manifest_path = Path(folder) / MANIFEST_NAME
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        return None if manifest.get("procedural") else "auto"
+        return None if manifest_is_procedural(manifest) else "auto"
     if gated is False or gated == "off":
         return None
     if gated is True:
@@ -829,7 +838,7 @@ def push_dataset(out_dir: str | os.PathLike, repo_id: str, private: bool = False
         raise ValueError(f"{repo_id!r} is not a Hub repo id; use 'owner/name'")
     gate = resolve_gating(folder, gated)
     manifest = json.loads((folder / MANIFEST_NAME).read_text()) if (folder / MANIFEST_NAME).is_file() else {}
-    procedural = bool(manifest.get("procedural"))
+    procedural = manifest_is_procedural(manifest)
     if gate is None and not procedural:
         logger.warning("warning: %s holds real Express4D data, whose terms require a gated repository; "
                        "pushing it without a gate (--gated off)", folder)  # fmt: skip

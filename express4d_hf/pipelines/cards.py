@@ -57,10 +57,10 @@ def training_data_card(data: str | os.PathLike | None, cache_dir: str | os.PathL
     if data is not None and _REPO_ID.match(str(data)) and not os.path.exists(str(data)):
         entry["repo_id"] = str(data)
     try:
-        from ..data.hub import dataset_manifest
+        from ..data.hub import dataset_manifest, manifest_is_procedural
 
         manifest = dataset_manifest(data, cache_dir)
-        entry["procedural"] = bool(manifest.get("procedural", data is None))
+        entry["procedural"] = manifest_is_procedural(manifest)
         entry["fingerprint"] = manifest.get("fingerprint")
         entry["name"] = manifest.get("pretty_name") or ""
     except (OSError, ValueError, KeyError) as err:  # keep what we know; the card says "not recorded"
