@@ -74,6 +74,7 @@ PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, whe
 #: steps, T2M-GPT about 6 min for 800 + 800), and of building the procedural corpus; replaced by the measured
 #: rate once a stage has logged a few steps.
 PRIOR_SECONDS = {"corpus": 60.0, "mdm": 0.17, "vqvae": 0.2, "gpt": 0.25}
+STAGE_SETUP_SECONDS = 45.0  # before a stage logs its first step: data loading, caption embedding, model set-up
 
 #: The paper's example instruction (DESIGN.md) first, then instructions in the dataset's style.
 EXAMPLE_PROMPTS = (
@@ -426,7 +427,7 @@ class BaselineTrainer:
             rate = PRIOR_SECONDS[stage]
             if self.stage == stage and done >= 10:
                 rate = (now - self.stage_started[stage]) / done  # measured, loading included
-            remaining += max(0, total - done) * rate
+            remaining += max(0, total - done) * rate + (STAGE_SETUP_SECONDS if done == 0 else 0.0)
         return {"state": self.state, "stage": self.stage, "stages": stages, "remaining_s": max(0.0, remaining),
                 "error": self.error}  # fmt: skip
 

@@ -64,11 +64,16 @@ def _push(args: argparse.Namespace) -> int:
                    + (f"{len(metrics)} metrics (evaluator {fingerprint})" if metrics else "none (not scored)"))  # fmt: skip
         url = f"https://huggingface.co/{args.repo_id}"
         if args.dry_run:
+            from ..data.hub import _human_bytes
+
+            groups: dict[str, list[int]] = {}
             for name, size in files:
-                if "/" not in name or name.count("/") == 1 and name.endswith(".json"):
-                    print(f"{size:>12,d}  {name}")
+                groups.setdefault(name.split("/")[0] + ("/" if "/" in name else ""), []).append(size)
+            for name, sizes in groups.items():
+                count = f" ({len(sizes)} files)" if name.endswith("/") else ""
+                print(f"{_human_bytes(sum(sizes)):>10}  {name}{count}")
             total = sum(size for _, size in files)
-            print(f"{total:>12,d}  total, {len(files)} files -> {url} ({'private' if args.private else 'public'}); "
+            print(f"{_human_bytes(total):>10}  total, {len(files)} files -> {url} ({'private' if args.private else 'public'}); "
                   f"{summary}. Dry run: nothing uploaded.")  # fmt: skip
             return 0
         pipe._upload_pipeline_folder(tmp, args.repo_id, private=args.private,
