@@ -12,6 +12,11 @@ Tabs:
   of the most active channels, and downloads of the Live Link Face CSV (60 fps) and the animated GLB.
   The same function is the ``/generate`` API endpoint: only the prompt is required, and it returns the
   CSV file and the motion as JSON.
+* **Edit** (MDM): a source performance (an uploaded Live Link Face CSV or the last generation), the regions
+  and/or time spans to keep, and a new instruction for the rest -> the edited head, before/after curves and
+  the CSV/GLB downloads (:meth:`Express4DMDMPipeline.__call__` with ``motion=``, ``keep_channels=``, ``keep_frames=``).
+* **Timeline** (MDM): ``SECONDS<TAB>INSTRUCTION`` lines -> one performance longer than the model's window
+  (:meth:`Express4DMDMPipeline.compose`).
 * **Browse**: search the dataset's captions, play a clip on the same head with its curves.
 * **Contribute**: a random instruction to perform, upload of the recorded Live Link Face CSV, a
   validation report (:mod:`express4d_hf.contribute`), and storage only with explicit consent.
@@ -87,6 +92,12 @@ EXAMPLE_PROMPTS = (
 )
 
 MIN_DURATION_S, MAX_DURATION_S = MIN_FRAMES / TRAIN_FPS, MAX_FRAMES / TRAIN_FPS  # 1 to 9.8 s, what the models saw
+MAX_TIMELINE_S = 60.0  # the Timeline tab composes at most a minute (the command line has no such limit)
+EXAMPLE_TIMELINE = (
+    "3\tA person is smiling softly\n"
+    "4\tA person is raising their eyebrows in surprise\n"
+    "3\tA person is frowning and then pressing their lips together\n"
+)
 MAX_STEPS = 200  # DDIM needs 20-100; the 1000-step DDPM baseline is `express4d generate --scheduler ddpm`
 MAX_UPLOAD = "20mb"
 KEEP_REQUEST_DIRS = 64  # generated files of the last N requests stay downloadable
@@ -693,6 +704,199 @@ class Express4DSpace:
         glb, png = self.render_motion(motion, Path(state["folder"]), state["stem"], title=motion.caption)
         return self._viewer_value(glb, motion.caption or ""), str(png), str(glb)
 
+    # -- edit and timeline (MDM) ---------------------------------------------------------------------------
+    def load_edit_source(self, path: str | None = None, generated: dict | None = None):
+        """The source of an edit, from an uploaded Live Link CSV or the last generation:
+        ``(source state, info markdown, curves PNG)``. Takes longer than the model's window are cut to it."""
+        from ..export.plotting import plot_channel_curves
+        from ..livelink import read_livelink_csv
+
+        if path:
+            motion = read_livelink_csv(path)
+            origin = f"uploaded take `{Path(path).name}`"
+        elif generated:
+            motion = FaceMotion.from_dict(generated["motion"])
+            origin = "the last generation"
+        else:
+            raise SpaceError("upload a Live Link Face CSV, or generate a motion first and press 'Use the last generation'")
+        note = ""
+        limit = int(MAX_DURATION_S * motion.fps)
+        if motion.num_frames > limit:
+            note = f" It is {motion.duration:.1f} s: its first {MAX_DURATION_S:g} s (the model's window) are edited."
+            motion = motion.crop(0, limit)
+        if motion.duration < MIN_DURATION_S:
+            raise SpaceError(f"the take lasts {motion.duration:.2f} s; an edit needs at least {MIN_DURATION_S:g} s")
+        folder = self._request_dir()
+        png = plot_channel_curves(motion, folder / "edit_source_curves.png", top_k=8, title="Source")
+        info = f"**Source:** {origin}, {motion.duration:.2f} s at {motion.fps:g} fps.{note}"
+        return {"motion": motion.to_dict()}, info, str(png)
+
+    def edit_motion(self, source: FaceMotion, prompt: str, keep: list[str] | str | None = None, spans: str = "",
+                    num_inference_steps: int = 50, guidance_scale: float = 2.5, seed: int = 0):  # fmt: skip
+        """Validate the inputs and edit ``source`` with the MDM pipeline: ``(edited motion at 20 fps, kept mask)``."""
+        import torch
+
+        from ..pipelines.editing import prepare_edit
+
+        prompt = check_prompts((prompt or "").strip() or " ")[0]
+        regions = [keep] if isinstance(keep, str) else [k for k in (keep or []) if k]
+        spans = (spans or "").strip() or None
+        if not regions and not spans:
+            raise SpaceError("pick the regions to keep and/or give time spans to keep (e.g. 0-1,3-4)")
+        steps = int(num_inference_steps)
+        if not 1 <= steps <= MAX_STEPS:
+            raise SpaceError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        seed = int(seed)
+        if not 0 <= seed < 2**63:
+            raise SpaceError(f"seed must be a non-negative integer, got {seed}")
+        pipe = self.pipeline("MDM")
+        out = pipe(prompt, motion=source, keep_channels=regions or None, keep_frames=spans, num_inference_steps=steps,
+                   guidance_scale=float(guidance_scale), guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE,
+                   generator=torch.Generator(device="cpu").manual_seed(seed))  # fmt: skip
+        edited = out.motions[0]
+        edited.metadata.update(model="MDM", seed=seed, prompt=prompt)
+        kept = prepare_edit(source, edited.num_frames, edited.fps, regions or None, spans).kept
+        return edited, kept
+
+    def edit(self, source_state: dict | None, prompt: str, keep=None, spans: str = "", num_inference_steps: int = 50,
+             guidance_scale: float = 2.5, seed: int = 0):  # fmt: skip
+        """The Edit tab: ``(Live Link CSV at 60 fps, motion JSON, state for the page)``."""
+        if not source_state:
+            raise SpaceError("no source yet: upload a Live Link Face CSV or press 'Use the last generation'")
+        source = FaceMotion.from_dict(source_state["motion"])
+        edited, kept = self.edit_motion(source, prompt, keep, spans, num_inference_steps, guidance_scale, seed)
+        folder = self._request_dir()
+        stem = f"express4d_edit_{caption_slug(edited.caption)}"
+        csv_path = folder / f"{stem}.csv"
+        write_livelink_csv(edited, csv_path, fps=60)
+        state = {"folder": str(folder), "stem": stem, "motion": edited.to_dict(), "source": source.to_dict(),
+                 "kept": kept.tolist()}  # fmt: skip
+        return str(csv_path), edited.to_dict(), state
+
+    def present_edit(self, state: dict | None):
+        """Viewer value, before/after curves PNG and GLB of the last edit."""
+        from ..export.gltf import motion_to_gltf
+        from ..export.plotting import plot_edit_curves
+
+        if not state:
+            raise SpaceError("nothing edited yet: pick a source, what to keep and a new instruction, then press Edit")
+        edited, source = FaceMotion.from_dict(state["motion"]), FaceMotion.from_dict(state["source"])
+        folder = Path(state["folder"])
+        glb = motion_to_gltf(edited, folder / f"{state['stem']}.glb", clamp=True)
+        png = plot_edit_curves(source, edited, folder / f"{state['stem']}_before_after.png", kept=np.asarray(state["kept"], bool))
+        return self._viewer_value(glb, edited.caption or ""), str(png), str(glb)
+
+    def compose_timeline(self, script: str, transition_s: float = 1.0, num_inference_steps: int = 50,
+                         guidance_scale: float = 2.5, seed: int = 0):  # fmt: skip
+        """The Timeline tab: one performance of every ``SECONDS<TAB>INSTRUCTION`` line, in turn
+        (``(Live Link CSV at 60 fps, motion JSON, state for the page)``)."""
+        import torch
+
+        from ..pipelines.editing import parse_timeline
+
+        segments = parse_timeline(script or "", source="the timeline")
+        total = sum(seconds for _, seconds in segments)
+        if total > MAX_TIMELINE_S:
+            raise SpaceError(f"the timeline lasts {total:g} s; this app composes up to {MAX_TIMELINE_S:g} s "
+                             "(`express4d generate --timeline` has no such limit)")  # fmt: skip
+        steps = int(num_inference_steps)
+        if not 1 <= steps <= MAX_STEPS:
+            raise SpaceError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        seed = int(seed)
+        if not 0 <= seed < 2**63:
+            raise SpaceError(f"seed must be a non-negative integer, got {seed}")
+        pipe = self.pipeline("MDM")
+        motion = pipe.compose(segments, transition_s=float(transition_s), num_inference_steps=steps,
+                              guidance_scale=float(guidance_scale), guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE,
+                              generator=torch.Generator(device="cpu").manual_seed(seed))  # fmt: skip
+        motion.metadata.update(model="MDM", seed=seed)
+        folder = self._request_dir()
+        stem = f"express4d_timeline_{caption_slug(segments[0][0])}"
+        csv_path = folder / f"{stem}.csv"
+        write_livelink_csv(motion, csv_path, fps=60)
+        return str(csv_path), motion.to_dict(), {"folder": str(folder), "stem": stem, "motion": motion.to_dict()}
+
+    def _edit_tab(self, generated_state) -> None:
+        import gradio as gr
+
+        from ..core.arkit import REGIONS
+
+        with gr.Tab("Edit", id="edit"):
+            gr.Markdown(
+                "Keep part of a performance and regenerate the rest from a new instruction: keep the upper face of a "
+                "good take and redo the mouth, or keep time spans and fill what lies between (MDM inpainting inside "
+                "the sampling loop; kept parts stay exactly as they were)."
+            )
+            with gr.Row():
+                with gr.Column(scale=2):
+                    upload = gr.File(label="Source: a Live Link Face CSV (at most 20 MB)", file_types=[".csv"],
+                                     type="filepath", elem_id="e4d-edit-upload")  # fmt: skip
+                    use_last = gr.Button("Use the last generation", size="sm", elem_id="e4d-edit-use-last")
+                    source_info = gr.Markdown("No source yet.", elem_id="e4d-edit-source")
+                    keep = gr.Dropdown(list(REGIONS), value=["upper_face"], multiselect=True, label="Regions to keep",
+                                       elem_id="e4d-edit-keep")  # fmt: skip
+                    spans = gr.Textbox(label="Time spans to keep on every channel (seconds, e.g. 0-1,3-4; optional)",
+                                       max_lines=1, elem_id="e4d-edit-spans")  # fmt: skip
+                    prompt = gr.Textbox(label="New instruction for the rest", placeholder=EXAMPLE_PROMPTS[1],
+                                        max_length=MAX_PROMPT_CHARS, lines=2, elem_id="e4d-edit-prompt")  # fmt: skip
+                    with gr.Accordion("Sampling", open=False):
+                        steps = gr.Slider(1, MAX_STEPS, value=self.config.default_steps, step=1, label="Denoising steps")
+                        guidance = gr.Slider(0.0, 10.0, value=2.5, step=0.1, label="Guidance scale")
+                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    button = gr.Button("Edit", variant="primary", elem_id="e4d-edit-run")
+                with gr.Column(scale=3):
+                    viewer = self._viewer("Pick a source and press Edit.", "e4d-viewer-edit")
+                    curves = gr.Image(label="Before (dashed) and after (solid)", type="filepath", interactive=False,
+                                      elem_id="e4d-edit-curves")  # fmt: skip
+                    with gr.Row():
+                        csv_file = gr.File(label="Edited Live Link Face CSV (60 fps)", elem_id="e4d-edit-csv")
+                        glb_file = gr.File(label="Animated head (GLB)", elem_id="e4d-edit-glb")
+                    with gr.Accordion("Edited motion JSON (20 fps)", open=False):
+                        motion_json = gr.JSON(label="Motion")
+            source = gr.State()
+            edited = gr.State()
+            upload.upload(_user_errors(lambda path: self.load_edit_source(path=path)), inputs=[upload],
+                          outputs=[source, source_info, curves], api_visibility="private")  # fmt: skip
+            use_last.click(_user_errors(lambda state: self.load_edit_source(generated=state)), inputs=[generated_state],
+                           outputs=[source, source_info, curves], api_visibility="private")  # fmt: skip
+            done = button.click(_user_errors(self.edit), inputs=[source, prompt, keep, spans, steps, guidance, seed],
+                                outputs=[csv_file, motion_json, edited], concurrency_limit=1, api_visibility="private")  # fmt: skip
+            done.success(_user_errors(self.present_edit), inputs=[edited], outputs=[viewer, curves, glb_file],
+                         api_visibility="private")  # fmt: skip
+
+    def _timeline_tab(self) -> None:
+        import gradio as gr
+
+        with gr.Tab("Timeline", id="timeline"):
+            gr.Markdown(
+                "Direct a performance longer than the model's 9.8 s window: one `SECONDS<TAB>INSTRUCTION` per line "
+                f"(up to {MAX_TIMELINE_S:g} s in all). Each window keeps the end of the previous one, so the "
+                "instructions follow one another without seams."
+            )
+            with gr.Row():
+                with gr.Column(scale=2):
+                    script = gr.Textbox(label="Timeline", lines=6, value=EXAMPLE_TIMELINE, elem_id="e4d-timeline-script")
+                    transition = gr.Slider(0.25, 4.0, value=1.0, step=0.05, label="Overlap kept between windows (s)")
+                    with gr.Accordion("Sampling", open=False):
+                        steps = gr.Slider(1, MAX_STEPS, value=self.config.default_steps, step=1, label="Denoising steps")
+                        guidance = gr.Slider(0.0, 10.0, value=2.5, step=0.1, label="Guidance scale")
+                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    button = gr.Button("Compose", variant="primary", elem_id="e4d-timeline-run")
+                with gr.Column(scale=3):
+                    viewer = self._viewer("Write a timeline and press Compose.", "e4d-viewer-timeline")
+                    curves = gr.Image(label="Most active channels", show_label=False, type="filepath",
+                                      interactive=False, elem_id="e4d-timeline-curves")  # fmt: skip
+                    with gr.Row():
+                        csv_file = gr.File(label="Live Link Face CSV (60 fps)", elem_id="e4d-timeline-csv")
+                        glb_file = gr.File(label="Animated head (GLB)", elem_id="e4d-timeline-glb")
+            composed = gr.State()
+            motion_json = gr.JSON(visible=False)
+            done = button.click(_user_errors(self.compose_timeline), inputs=[script, transition, steps, guidance, seed],
+                                outputs=[csv_file, motion_json, composed], concurrency_limit=1,
+                                api_visibility="private")  # fmt: skip
+            done.success(_user_errors(self.present_generated), inputs=[composed], outputs=[viewer, curves, glb_file],
+                         api_visibility="private")  # fmt: skip
+
     # -- browse ------------------------------------------------------------------------------------------
     def dataset(self):
         with self._dataset_lock:
@@ -872,6 +1076,9 @@ class Express4DSpace:
                 )  # fmt: skip
                 generated.success(_user_errors(self.present_generated), inputs=[state],
                                   outputs=[viewer, curves, glb_file], api_visibility="private")  # fmt: skip
+
+            self._edit_tab(state)
+            self._timeline_tab()
 
             with gr.Tab("Browse", id="browse"):
                 gr.Markdown("Search the dataset's captions and play a clip on the same head. "

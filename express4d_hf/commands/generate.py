@@ -246,33 +246,17 @@ def read_take(path: str):
 
 
 def read_timeline(path: str) -> list[tuple[str, float]]:
-    """``[(instruction, seconds), ...]`` of a script: one ``SECONDS<TAB>INSTRUCTION`` a line (``#`` comments,
-    blank lines skipped; a run of spaces works in place of the tab).
-
-    >>> import tempfile, os; f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
-    >>> _ = f.write("# a scene\\n3\\tA person is smiling\\n2.5  A person frowns\\n"); f.close()
-    >>> read_timeline(f.name); os.unlink(f.name)
-    [('A person is smiling', 3.0), ('A person frowns', 2.5)]
-    """
+    """``[(instruction, seconds), ...]`` of a script file (see :func:`~express4d_hf.pipelines.editing.parse_timeline`)."""
     from ..cli import CommandError
+    from ..pipelines.editing import parse_timeline
 
     file = Path(path)
     if not file.is_file():
         raise CommandError(f"--timeline {path}: no such file")
-    segments = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        seconds, _, instruction = line.replace("\t", " ").partition(" ")
-        try:
-            segments.append((instruction.strip(), float(seconds)))
-        except ValueError:
-            raise CommandError(f"{path}, line {number}: write SECONDS<TAB>INSTRUCTION, e.g. '3<TAB>A person is smiling'; "
-                               f"got {line[:60]!r}") from None  # fmt: skip
-    if not segments:
-        raise CommandError(f"{path}: no 'SECONDS<TAB>INSTRUCTION' lines")
-    return segments
+    try:
+        return parse_timeline(file.read_text(encoding="utf-8"), source=str(path))
+    except ValueError as err:
+        raise CommandError(str(err)) from None
 
 
 def run_edit(pipe, args: argparse.Namespace, prompts: list[str], kwargs: dict[str, Any]) -> list:

@@ -88,3 +88,67 @@ def plot_channel_curves(motion: FaceMotion, path: str | os.PathLike, top_k: int 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def edit_curves_figure(
+    before: FaceMotion,
+    after: FaceMotion,
+    kept: np.ndarray | None = None,
+    channels: list[str] | None = None,
+    top_k: int = 4,
+    title: str | None = None,
+):
+    """Before/after curves of an edit: the source (dashed) and the edited motion (solid), one colour per channel.
+
+    ``kept`` is the edit's ``[frames, 61]`` bool mask at ``after``'s rate: the top panel shows the most active kept
+    channels (they coincide), the bottom one the channels that changed most, and frames kept on every channel are
+    shaded. ``channels`` picks the channels of the bottom panel instead.
+    """
+    from matplotlib.figure import Figure
+
+    source = before.resample(after.fps) if before.fps != after.fps else before
+    frames = min(source.num_frames, after.num_frames)
+    seconds = np.arange(after.num_frames) / float(after.fps)
+    kept = np.zeros((after.num_frames, len(CHANNELS)), bool) if kept is None else np.asarray(kept, bool)[: after.num_frames]
+    change = np.abs(after.values[:frames] - source.values[:frames]).mean(axis=0) if frames else np.zeros(len(CHANNELS))
+    kept_channels = kept[:frames].all(axis=0) if frames else np.zeros(len(CHANNELS), bool)
+    spread = source.values[:frames].std(axis=0) if frames else np.zeros(len(CHANNELS))
+    top = [CHANNELS[i] for i in np.argsort(-spread, kind="stable") if kept_channels[i] and spread[i] > 0][:3]
+    bottom = list(channels) if channels is not None else [
+        CHANNELS[i] for i in np.argsort(-(change + after.values.std(axis=0)), kind="stable") if not kept_channels[i]
+    ][:top_k]  # fmt: skip
+    panels = [(f"kept from the source ({len(top)} of {int(kept_channels.sum())} kept channels)", top)] if top else []
+    panels.append(("generated from the prompt", bottom))
+    fig = Figure(figsize=(8, 2.4 + 2.1 * len(panels)), dpi=110)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    colours = [f"C{i}" for i in range(10)]
+    shaded = kept.all(axis=1)
+    for ax, (label, names) in zip(axes, panels):
+        for k, name in enumerate(names):
+            index = CHANNELS.index(name)
+            ax.plot(seconds[:frames], source.values[:frames, index], ls="--", lw=1.2, color=colours[k % 10], alpha=0.75)
+            ax.plot(seconds, after.values[:, index], lw=1.6, color=colours[k % 10], label=name)
+        if shaded.any():
+            ax.fill_between(seconds, 0, 1, where=shaded, transform=ax.get_xaxis_transform(), color="grey", alpha=0.15, lw=0)
+        ax.set_ylabel("ARKit value")
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+        if names:
+            ax.legend(fontsize=7, ncol=2, loc="upper right", framealpha=0.8)
+    axes[-1].set_xlabel("time (s)   dashed: before (source), solid: after (edited)" + ("; grey: kept spans" if shaded.any() else ""))
+    axes[-1].set_xlim(0, max(seconds[-1] if len(seconds) else 0.0, 1.0 / after.fps))
+    heading = title if title is not None else (f"Edit: {after.caption}" if after.caption else "")
+    if heading:
+        fig.suptitle("\n".join(textwrap.wrap(heading, 80)[:2]), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_edit_curves(before: FaceMotion, after: FaceMotion, path: str | os.PathLike, kept: np.ndarray | None = None,
+                     **kwargs) -> Path:  # fmt: skip
+    """Save :func:`edit_curves_figure` as a PNG at ``path`` (atomically); return the path."""
+    path = Path(path)
+    fig = edit_curves_figure(before, after, kept=kept, **kwargs)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path

@@ -220,6 +220,32 @@ def prepare_edit(
     return EditPlan(source=source, kept=kept, weights=weights, source_frames=source_frames)
 
 
+def parse_timeline(text: str, source: str = "the timeline") -> list[tuple[str, float]]:
+    """``[(instruction, seconds), ...]`` of a script with one ``SECONDS<TAB>INSTRUCTION`` a line (``#`` comments and
+    blank lines skipped; spaces work in place of the tab). Errors name the line.
+
+    >>> parse_timeline("# a scene\\n3\\tA person is smiling\\n2.5  A person frowns\\n")
+    [('A person is smiling', 3.0), ('A person frowns', 2.5)]
+    """
+    segments = []
+    for number, line in enumerate((text or "").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        seconds, _, instruction = line.replace("\t", " ").partition(" ")
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = None
+        if value is None or not instruction.strip():
+            raise ValueError(f"{source}, line {number}: write SECONDS<TAB>INSTRUCTION, e.g. '3<TAB>A person is "
+                             f"smiling'; got {line[:60]!r}")  # fmt: skip
+        segments.append((instruction.strip(), value))
+    if not segments:
+        raise ValueError(f"{source} has no 'SECONDS<TAB>INSTRUCTION' lines, e.g. '3<TAB>A person is smiling'")
+    return segments
+
+
 # --- measuring seams ------------------------------------------------------------------------------------
 def frame_steps(values: np.ndarray) -> np.ndarray:
     """``[T - 1]``: the largest absolute change over the channels between consecutive frames."""
@@ -242,5 +268,5 @@ def seam_step_report(edited: np.ndarray, reference: np.ndarray, seams: Iterable[
 
 
 __all__ = ["DEFAULT_SEAM_BLEND_S", "EditPlan", "channels_of", "frame_steps", "parse_spans", "prepare_edit",
-           "region_names", "resolve_keep_channels", "resolve_keep_frames", "seam_step_report", "seam_weights",
+           "parse_timeline", "region_names", "resolve_keep_channels", "resolve_keep_frames", "seam_step_report", "seam_weights",
            "source_at"]  # fmt: skip
