@@ -103,3 +103,24 @@ def test_space_folder_app_starts(model_dir, tmp_path, monkeypatch):
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"')) == ["MDM"]
+
+
+def test_model_push_with_evaluate_results(model_dir, tmp_path, monkeypatch):
+    """`express4d evaluate`'s results.json becomes the card's model-index, with its evaluator fingerprint."""
+    metrics = {k: {"mean": v, "ci95": 0.01, "values": [v]} for k, v in
+               {"r_precision_top1": 0.3, "r_precision_top2": 0.45, "r_precision_top3": 0.55, "fid": 2.5,
+                "mm_dist": 3.1, "diversity": 9.0}.items()}  # fmt: skip
+    results = {"rows": [{"model": "real", "title": "Real", "metrics": metrics, "seeds": [0], "replications": 1},
+                        {"model": "model", "title": "MDM (mdm)", "metrics": metrics, "seeds": [0], "replications": 20,
+                         "info": {"evaluator": "feedc0ffee12"}}],
+               "meta": {"data": {"test_clips_used": 224}}}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "results.md").write_text("| Method | R@1 |\n|---|---|\n| MDM | 0.300 |\n")
+    recorder = HubRecorder.install(monkeypatch)
+    assert main(["model", "push", str(model_dir), "me/mdm", "--scores", str(tmp_path / "results.json")]) == 0
+    card = recorder.text("me/mdm", "README.md")
+    front = yaml.safe_load(card.split("---\n")[1])
+    entries = front["model-index"][0]["results"][0]["metrics"]
+    assert len(entries) == 6 and {m["args"]["evaluator_fingerprint"] for m in entries} == {"feedc0ffee12"}
+    assert {m["args"]["replications"] for m in entries} == {20} and "| MDM | 0.300 |" in card
+    assert main(["model", "push", str(model_dir), "me/mdm", "--scores", str(tmp_path / "missing.json")]) == 2

@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--dataset", default=None, metavar="REPO_ID",
                       help="the Hub dataset it was trained on, when training read a local folder (fills datasets: "
                       "and links the licence to it)")  # fmt: skip
+    push.add_argument("--scores", default=None, metavar="RESULTS_JSON",
+                      help="the results.json of `express4d evaluate --model DIR`: the card's Evaluation section and "
+                      "model-index then carry these (published-protocol) numbers and their evaluator fingerprint")  # fmt: skip
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
     push.set_defaults(func=_push)
@@ -48,6 +51,20 @@ def _push(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.repo_id!r} is not a Hub repo id; use 'owner/name'")
     folder = Path(args.model_dir)
     pipe = load_pipeline(folder)
+    if args.scores:
+        import json
+
+        from ..pipelines.cards import scores_from_results
+
+        results_path = Path(args.scores)
+        try:
+            scores = scores_from_results(json.loads(results_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as err:
+            raise CommandError(f"--scores {results_path}: {err}") from None
+        pipe.card_data["scores"] = scores
+        table = results_path.with_name("results.md")
+        if table.is_file():
+            pipe.card_data["metrics"] = table.read_text(encoding="utf-8").strip()
     if args.dataset:
         pipe.card_data["dataset"] = {**(pipe.card_data.get("dataset") or {"procedural": False}), "repo_id": args.dataset}
     with tempfile.TemporaryDirectory(prefix="express4d-model-push-") as tmp:

@@ -75,14 +75,34 @@ def evaluator_fingerprint(scores: dict[str, Any] | None) -> str | None:
     """The evaluator's fingerprint recorded with ``scores`` (protocol block, then the model's ``info``)."""
     if not scores:
         return None
-    for block in (scores.get("protocol") or {}, (scores.get("model") or {}).get("info") or {}, scores.get("meta") or {}):
-        for key in ("evaluator_fingerprint", "fingerprint_evaluator"):
-            if block.get(key):
-                return str(block[key])
-        evaluator = block.get("evaluator")
-        if isinstance(evaluator, dict) and evaluator.get("fingerprint"):
-            return str(evaluator["fingerprint"])
+    protocol = scores.get("protocol") or {}
+    if protocol.get("evaluator_fingerprint"):
+        return str(protocol["evaluator_fingerprint"])
+    info = (scores.get("model") or {}).get("info") or {}  # EvaluationResult.info: "evaluator" is the fingerprint
+    if info.get("evaluator"):
+        return str(info["evaluator"])
     return None
+
+
+def scores_from_results(results: dict[str, Any], row: str = "model") -> dict[str, Any]:
+    """Card scores (the shape :func:`evaluator_fingerprint` and :func:`eval_results` read) from the
+    ``results.json`` of ``express4d evaluate`` (or of the benchmark, naming its ``row``)."""
+    rows = results.get("rows") or []
+    found = [r for r in rows if r.get("model") == row]
+    if not found:
+        raise ValueError(f"no row {row!r} in the results (rows: {[r.get('model') for r in rows]})")
+    model = found[0]
+    meta = results.get("meta") or {}
+    data = meta.get("data") or {}
+    return {
+        "model": model,
+        "protocol": {
+            "replications": model.get("replications"), "test_clips": data.get("test_clips_used"),
+            "evaluator": (meta.get("config") or {}).get("evaluator_dir") or "see results.json",
+            "evaluator_fingerprint": (model.get("info") or {}).get("evaluator"),
+            "source": "express4d evaluate",
+        },
+    }  # fmt: skip
 
 
 def licence_fields(dataset: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
@@ -199,4 +219,4 @@ def common_card_fields(model_name: str, tags: list[str], card_data: dict[str, An
 
 
 __all__ = ["CARD_METRICS", "PROJECT_LICENSE", "common_card_fields", "eval_results", "evaluator_fingerprint",
-           "front_matter", "licence_fields", "training_data_card"]  # fmt: skip
+           "front_matter", "licence_fields", "scores_from_results", "training_data_card"]  # fmt: skip
