@@ -27,6 +27,7 @@ Every failure reaches the page as a readable message (``gr.Error``), never a sta
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -79,6 +80,7 @@ PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, whe
 #: steps, T2M-GPT about 6 min for 800 + 800), and of building the procedural corpus; replaced by the measured
 #: rate once a stage has logged a few steps.
 PRIOR_SECONDS = {"corpus": 60.0, "mdm": 0.17, "vqvae": 0.2, "gpt": 0.25}
+CORPUS_LOCK = threading.Lock()  # one thread builds the procedural corpus at a time (Browse, start-up training)
 STAGE_SETUP_SECONDS = 45.0  # before a stage logs its first step: data loading, caption embedding, model set-up
 
 #: The paper's example instruction (DESIGN.md) first, then instructions in the dataset's style.
@@ -300,6 +302,10 @@ class BaselineTrainer:
         else:
             self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
             self.root = self.cache / "space-baselines" / key
+        # The trainers read the corpus from the default cache ($EXPRESS4D_CACHE): point it where Browse reads it too,
+        # and into persistent storage when there is some (set here, before the app serves anyone).
+        if not os.environ.get("EXPRESS4D_CACHE") and (self.persistent or config.cache_dir):
+            os.environ["EXPRESS4D_CACHE"] = str(self.cache)
         self.state = "waiting"  # waiting -> training -> ready | failed
         self.error: str | None = None
         self.stage: str | None = None
@@ -356,14 +362,11 @@ class BaselineTrainer:
         import time
 
         try:
-            if not self.persistent and not os.environ.get("EXPRESS4D_CACHE") and self.config.cache_dir:
-                os.environ["EXPRESS4D_CACHE"] = str(self.config.cache_dir)
-            if self.persistent and not os.environ.get("EXPRESS4D_CACHE"):
-                os.environ["EXPRESS4D_CACHE"] = str(self.cache)  # the corpus persists with the models
             from ..data.hub import resolve_dataset_dir
 
             self._mark("corpus")
-            resolve_dataset_dir(None, progress=False)
+            with CORPUS_LOCK:  # Browse may be building the same corpus for its first visitor
+                resolve_dataset_dir(None, progress=False)
             if not self.finished("MDM"):
                 from ..training.mdm import MDMTrainConfig, train_mdm
 
@@ -903,7 +906,8 @@ class Express4DSpace:
             if self._dataset is None:
                 from ..data.hub import load_express4d
 
-                ds = load_express4d(self.config.data, cache_dir=self.config.cache_dir, progress=False)
+                with CORPUS_LOCK if self.config.data is None else contextlib.nullcontext():
+                    ds = load_express4d(self.config.data, cache_dir=self.config.cache_dir, progress=False)
                 index = []
                 for split in ds:
                     table = ds[split].select_columns(["id", "caption"])
