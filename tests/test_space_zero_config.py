@@ -39,10 +39,26 @@ def test_space_with_no_models_trains_tiny_baselines_then_generates(tmp_path, mon
     assert app.trainer.wait(timeout=600), app.trainer.error
     assert app.training_status() == "" and set(app.models) == {"MDM", "T2M-GPT"}
     assert str(tmp_path / "data" / "express4d") in app.models["MDM"]
+    notices = [c["props"] for c in app.blocks.config["components"] if c["props"].get("elem_id") == "e4d-training"]
+    assert notices  # the page has the progress notice (refreshed by a timer while training)
     for model in ("MDM", "T2M-GPT"):
         csv_path, motion, state = app.generate(PROMPT, model, duration_s=2.0, num_inference_steps=2, seed=1)
         assert motion["caption"] == PROMPT and os.path.getsize(csv_path) > 0
-    app.close()
+
+    # and through the served API, as a visitor's page calls it
+    import socket
+
+    gradio_client = pytest.importorskip("gradio_client")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        csv_path, motion = client.predict(PROMPT, "T2M-GPT", 2.0, 2, 2.5, 1.0, 0, api_name="/generate")
+        assert motion["caption"] == PROMPT and os.path.getsize(csv_path) > 0
+    finally:
+        app.close()
 
     again = Express4DSpace(config)  # a restart: the stored models load at once, nothing trains
     assert again.trainer.state == "ready" and again.trainer._thread is None and set(again.models) == {"MDM", "T2M-GPT"}
