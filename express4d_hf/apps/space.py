@@ -81,7 +81,7 @@ PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, whe
 #: rate once a stage has logged a few steps.
 PRIOR_SECONDS = {"corpus": 60.0, "mdm": 0.17, "vqvae": 0.2, "gpt": 0.25}
 CORPUS_LOCK = threading.Lock()  # one thread builds the procedural corpus at a time (Browse, start-up training)
-STAGE_SETUP_SECONDS = 45.0  # before a stage logs its first step: data loading, caption embedding, model set-up
+STAGE_SETUP_SECONDS = 20.0  # before a stage logs its first step: data loading, caption embedding, model set-up
 
 #: The paper's example instruction (DESIGN.md) first, then instructions in the dataset's style.
 EXAMPLE_PROMPTS = (
@@ -1339,7 +1339,8 @@ def build_space_folder(out_dir: str | os.PathLike, models: Iterable[str] = (), d
             models_section = (
                 "No model is configured: at start-up the app trains the tiny MDM and T2M-GPT baselines on the "
                 "embedded procedural corpus (synthetic faces) in the background, showing the progress and the "
-                "expected wait (about 10 min on a free CPU Space), and generates with each as soon as it is ready. "
+                "expected wait (about 12 min on 2 CPU cores: corpus 1 min, MDM 4 min, T2M-GPT 6 min), and generates "
+                "with each as soon as it is ready. "
                 "With persistent storage enabled the models are kept in `/data` and a restart loads them at once; "
                 "without it they are trained again after every restart. Set `EXPRESS4D_MODELS` to use trained "
                 "models from the Hub instead."
