@@ -801,7 +801,7 @@ class Express4DSpace:
         total = sum(seconds for _, seconds in segments)
         if total > MAX_TIMELINE_S:
             raise SpaceError(f"the timeline lasts {total:g} s; this app composes up to {MAX_TIMELINE_S:g} s "
-                             "(`express4d generate --timeline` has no such limit)")  # fmt: skip
+                             "here; shorten the segments or split the timeline")  # fmt: skip
         steps = int(num_inference_steps)
         if not 1 <= steps <= MAX_STEPS:
             raise SpaceError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
