@@ -16,6 +16,7 @@ from express4d_hf.apps.contribute import (
     StoreQuota,
     canonical_csv,
     store_contribution,
+    store_full_message,
     store_usage,
     validate_take,
 )
@@ -98,6 +99,9 @@ def test_store_quotas(tmp_path):
     with pytest.raises(StoreFullError, match="MiB used"):
         store_contribution(second, CAPTION, folder, consent=True, quota=StoreQuota(max_bytes=size + 1000))
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing written when refused
+    assert "1 of 1 takes" in store_full_message(folder, StoreQuota(max_takes=1))
+    assert "MiB used" in store_full_message(folder, StoreQuota(max_bytes=size))
+    assert store_full_message(folder, StoreQuota(max_bytes=size + 1, max_takes=2)) is None
     store_contribution(second, CAPTION, folder, consent=True, quota=StoreQuota(max_bytes=None, max_takes=None))
     assert store_usage(folder)[1] == 2
 
@@ -145,6 +149,10 @@ def test_space_removes_rejected_and_duplicate_uploads_and_reports_a_full_store(t
     with pytest.raises(gr.Error, match="already contributed"):
         submit(str(duplicate), CAPTION, "", True, "")
     assert not duplicate.exists()
+    other = _upload(tmp_path / "other.csv", _values(seed=2))
+    report, _, kept = app.check_upload(str(other))
+    assert "Accepted" in report and "store is full (1 of 1 takes)" in report and kept is None
+    assert not other.exists()  # told at once, before writing a caption, and not kept
     other = _upload(tmp_path / "other.csv", _values(seed=2))
     with pytest.raises(gr.Error, match="store is full"):
         submit(str(other), CAPTION, "", True, "")

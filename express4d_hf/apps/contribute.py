@@ -73,6 +73,8 @@ __all__ = [
     "open_hub_pull_request",
     "random_instruction",
     "store_contribution",
+    "store_full_message",
+    "store_usage",
     "validate_take",
 ]
 
@@ -509,13 +511,23 @@ def store_usage(folder: str | os.PathLike) -> tuple[int, int]:
     return size, len(list((folder / META_DIR).glob("*.json")))
 
 
+def store_full_message(folder: str | os.PathLike, quota: StoreQuota = StoreQuota()) -> str | None:
+    """Why the store cannot take one more take (the :class:`StoreFullError` message), or ``None`` while it can.
+    The Space asks before the contributor writes a caption."""
+    try:
+        _check_quota(Path(folder), {}, quota)
+    except StoreFullError as err:
+        return str(err)
+    return None
+
+
 def _check_quota(folder: Path, files: dict[str, bytes], quota: StoreQuota) -> None:
     size, takes = store_usage(folder)
     new = sum(len(data) for data in files.values())
     if quota.max_takes is not None and takes + 1 > quota.max_takes:
         raise StoreFullError(f"the contributions store is full ({takes} of {quota.max_takes} takes); thank you! "
                              "New takes can be accepted once the maintainers have moved the current ones to the dataset")  # fmt: skip
-    if quota.max_bytes is not None and size + new > quota.max_bytes:
+    if quota.max_bytes is not None and (size + new > quota.max_bytes or (not files and size >= quota.max_bytes)):
         raise StoreFullError(f"the contributions store is full ({size / 2**20:.1f} of {quota.max_bytes / 2**20:.0f} "
                              "MiB used); thank you! New takes can be accepted once the maintainers have moved the "
                              "current ones to the dataset")  # fmt: skip

@@ -59,6 +59,7 @@ from .contribute import (
     open_hub_pull_request,
     random_instruction,
     store_contribution,
+    store_full_message,
     validate_take,
 )
 from ..core.motion import FaceMotion
@@ -974,6 +975,11 @@ class Express4DSpace:
         if not report.ok:
             _discard_upload(path)
             return report.to_markdown(), None, None
+        if not (self.config.contributions_repo and self.config.hub_token):
+            full = store_full_message(self.config.contributions_dir, self.config.contributions_quota)
+            if full:  # say so now, before the contributor writes a caption; the take cannot be kept
+                _discard_upload(path)
+                return f"{report.to_markdown()}\n\n**Not stored:** {full}.", png, None
         return report.to_markdown(), png, path
 
     def submit(self, path: str | None, caption: str, contributor: str, consent: bool, instruction: str):
