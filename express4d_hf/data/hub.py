@@ -39,6 +39,7 @@ from ..core.constants import HUB_CARDS_DIR, TRAIN_FPS
 from ..core.motion import FaceMotion
 from ..livelink import LiveLinkFormatError
 from ..core.io import atomic_write_text, replace_folder
+from .workers import die_with_parent
 from .release import SPLITS, Release, ReleaseFormatError, Take, is_release_dir, load_motion_arrays, read_release
 from ..core.stats import NormStats
 
@@ -135,34 +136,6 @@ def _load_take_for_build(job: tuple[str, bool]) -> tuple[_LoadedTake | None, str
         return None, str(err)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Pool worker initializer: the worker exits when the build process dies (even by ``kill -9``), instead of
-    staying blocked on its pipe. Linux: ``PR_SET_PDEATHSIG``; elsewhere a thread that watches the parent pid."""
-    import signal
-    import sys
-    import threading
-
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-    def watch() -> None:
-        import time
-
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="express4d-parent-watch", daemon=True).start()
-
-
 def _process_pool(num_proc: int):
     """A ``ProcessPoolExecutor`` whose workers die with this process."""
     import multiprocessing as mp
@@ -171,7 +144,7 @@ def _process_pool(num_proc: int):
     # fork where it exists: workers need only numpy/pandas/scipy, start instantly and, unlike
     # spawn/forkserver, do not re-import the caller's __main__ (scripts, notebooks, stdin).
     context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    return ProcessPoolExecutor(num_proc, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(num_proc, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
 
 
 def _default_num_proc(num_items: int) -> int:

@@ -1173,7 +1173,9 @@ def _run_takes(num_clips: int, progress: bool, workers: int | None) -> Iterable[
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             # fork shares the plan with the workers without pickling it; each take has its own seed,
             # so the files do not depend on which worker wrote them.
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            from .workers import die_with_parent
+
+            with multiprocessing.get_context("fork").Pool(workers, die_with_parent, (os.getpid(),)) as pool:
                 for result in pool.imap_unordered(_write_take, range(num_clips), chunksize=8):
                     bar.update(1)
                     yield result
