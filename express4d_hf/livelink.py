@@ -29,7 +29,10 @@ from .core.arkit import CHANNELS, NUM_CHANNELS, try_canonical_channel_name
 from .core.io import atomic_write_text
 from .core.motion import FaceMotion, format_timecode, timecode_to_frames
 
-__all__ = ["FaceMotion", "LiveLinkFormatError", "find_take_csv", "read_livelink_csv", "write_livelink_csv"]
+__all__ = [
+    "MAX_FRAMES_PER_ROW", "MAX_TAKE_SECONDS", "FaceMotion", "LiveLinkFileNotFoundError", "LiveLinkFormatError",
+    "LiveLinkOSError", "find_take_csv", "read_livelink_csv", "write_livelink_csv",
+]  # fmt: skip
 
 STANDARD_FPS = (24.0, 25.0, 30.0, 48.0, 50.0, 60.0)
 TrackingLossPolicy = Literal["interpolate", "mask", "raise"]
