@@ -59,7 +59,7 @@ def _cli(*args, timeout=300):
 # --- the build ------------------------------------------------------------------------------------------------
 def test_build_exits_zero_every_time_in_a_subprocess(release_dir, tmp_path):
     out = tmp_path / "ds"
-    for run in range(4):
+    for run in range(6):
         result = _cli("data", "build", release_dir, out, "--no-progress", *(["--overwrite"] if run else []))
         assert result.returncode == 0, (run, result.returncode, result.stderr[-2000:])
         assert "built" in result.stdout and "terminate called" not in result.stderr
