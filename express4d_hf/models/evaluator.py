@@ -337,7 +337,16 @@ class TextMotionEvaluator(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> TextMotionEvaluator:
-        """Load weights + config (diffusers), then the tokenizer, stats and FID reference saved beside them."""
+        """Load weights + config (diffusers), then the tokenizer, stats and FID reference saved beside them.
+
+        A folder written by ``express4d convert official-evaluator`` loads as its own class
+        (:class:`~express4d_hf.models.official_evaluator.OfficialTextMotionEvaluator`), so every caller of this
+        loader (metrics, benchmark, training) accepts it.
+        """
+        if cls is TextMotionEvaluator and _saved_class_name(pretrained_model_name_or_path, kwargs) == "OfficialTextMotionEvaluator":
+            from .official_evaluator import OfficialTextMotionEvaluator
+
+            return OfficialTextMotionEvaluator.from_pretrained(pretrained_model_name_or_path, **kwargs)
         model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         with torch.no_grad():
             # Tensors read from safetensors may sit at unaligned offsets, which sends SIMD kernels down another
@@ -357,6 +366,12 @@ class TextMotionEvaluator(ModelMixin, ConfigMixin):
                 f"{folder / TOKENIZER_DIR}: tokenizer has {len(model.tokenizer)} tokens but the word table has "
                 f"{model.config.vocab_size} rows; the tokenizer belongs to another model"
             )
+        model._load_side_files(folder)
+        return model
+
+    def _load_side_files(self, folder: Path) -> None:
+        """The stats and FID reference saved next to the weights (when present)."""
+        model = self
         model.stats = NormStats.load(folder / STATS_NAME) if (folder / STATS_NAME).exists() else None
         if (folder / REFERENCE_NAME).exists():
             from safetensors.numpy import load_file
@@ -367,7 +382,19 @@ class TextMotionEvaluator(ModelMixin, ConfigMixin):
                     f"{folder / REFERENCE_NAME}: expected tensors 'mu' and 'sigma', found {sorted(ref)}"
                 )
             model.reference = (ref["mu"], ref["sigma"])
-        return model
+
+
+def _saved_class_name(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> str | None:
+    """``_class_name`` of a local evaluator folder's config.json (None for hub ids or unreadable configs)."""
+    import json
+
+    path = Path(name_or_path)
+    if kwargs.get("subfolder"):
+        path = path / kwargs["subfolder"]
+    try:
+        return json.loads((path / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _resolve_folder(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> Path:
