@@ -71,6 +71,37 @@ def test_reduced_benchmark_writes_every_report_and_resumes(small_dataset, bench_
     assert {p: p.stat().st_mtime_ns for p in (out / "mdm").glob("**/*.safetensors")} == before
     again = json.loads((out / "results.json").read_text())
     assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in report["rows"]]
+    assert again["meta"]["evaluator"]["class"] == "TextMotionEvaluator"
+
+
+def test_benchmark_scores_with_a_converted_official_evaluator(small_dataset, bench_out, tmp_path):
+    """--evaluator DIR: the rows are scored by another evaluator (here a converted official-layout one) and the
+    results say which; the trained stages are reused."""
+    import pickle
+    import shutil
+
+    import numpy as np
+
+    from express4d_hf.convert.evaluator import convert_official_evaluator
+    from official_reference import save_official_evaluator
+
+    out = tmp_path / "bench"
+    shutil.copytree(bench_out, out)
+    save_official_evaluator(tmp_path / "finest.tar", word_dim=300)
+    glove = tmp_path / "glove"
+    glove.mkdir()
+    words = ["unk", "sos", "eos", "a", "person", "is", "smile", "eye", "left"]
+    np.save(glove / "our_vab_data.npy", np.random.default_rng(0).normal(size=(len(words), 300)).astype(np.float32))
+    (glove / "our_vab_words.pkl").write_bytes(pickle.dumps(words))
+    (glove / "our_vab_idx.pkl").write_bytes(pickle.dumps({w: i for i, w in enumerate(words)}))
+    official = convert_official_evaluator(tmp_path / "finest.tar", tmp_path / "official_ev", data=small_dataset,
+                                          glove_dir=glove)  # fmt: skip
+    assert run(small_dataset, out, "--evaluator", str(official), "--models", "mdm") == 0
+    scored = json.loads((out / "results.json").read_text())
+    assert scored["meta"]["evaluator"]["class"] == "OfficialTextMotionEvaluator"
+    assert "finest.tar sha256" in scored["meta"]["evaluator"]["description"]
+    assert "OfficialTextMotionEvaluator" in (out / "results.md").read_text()
+    assert [row["model"] for row in scored["rows"]] == ["real", "text_blind", "noise", "mdm_fast"]
 
 
 def test_benchmark_rejects_bad_arguments(small_dataset, tmp_path, capsys):

@@ -58,6 +58,7 @@ class BenchmarkConfig:
     num_samples: int = 4  # generated clips per model saved under samples/
     seed: int = 0  # seeds every stage
     max_steps: dict[str, int] = field(default_factory=dict)  # per-stage step overrides (evaluator, mdm, vqvae, gpt)
+    evaluator: str | None = None  # score the rows with this evaluator folder (e.g. a converted official one)
 
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> BenchmarkConfig:
@@ -173,16 +174,22 @@ def run_benchmark(
     timings.update(stage_seconds)
 
     # 5. rows
-    from ..models.evaluator import TextMotionEvaluator
+    from ..models.evaluator import TextMotionEvaluator, describe_evaluator
 
-    evaluator = TextMotionEvaluator.from_pretrained(evaluator_dir)
+    # The trained evaluator selects checkpoints during training; --evaluator DIR (e.g. `express4d convert
+    # official-evaluator`) scores the rows instead, and the results say which one did.
+    scoring_dir = Path(config.evaluator).expanduser() if config.evaluator else evaluator_dir
+    evaluator = TextMotionEvaluator.from_pretrained(scoring_dir)
+    evaluator_info = {"path": str(scoring_dir), "class": type(evaluator).__name__,
+                      "description": describe_evaluator(evaluator)}  # fmt: skip
     test_clips = _clips(splits["test"])
     train_clips = _clips(splits["train"])
     clips = test_subset(test_clips, config.max_test_clips, EVAL_GROUP_SIZE)
     protocol = dict(replications=config.replications, seed=config.seed, progress=progress)
     rows_dir = out / "rows"
     rows_dir.mkdir(exist_ok=True)
-    row_key_base = {"clips": len(clips), "replications": config.replications, "seed": config.seed, "eval": _folder_key(evaluator_dir)}
+    row_key_base = {"clips": len(clips), "replications": config.replications, "seed": config.seed,
+                    "eval": "given" if config.evaluator else _folder_key(evaluator_dir)}  # fmt: skip
 
     def row(name: str, make: Callable[[], EvaluationResult], extra_key: dict | None = None) -> EvaluationResult:
         path = rows_dir / f"{name}.json"
@@ -201,7 +208,7 @@ def run_benchmark(
         return result
 
     mm = dict(multimodality=config.multimodality)
-    row_key_base["evaluator"] = evaluator_fingerprint(evaluator)
+    row_key_base["evaluator"] = evaluator_info["fingerprint"] = evaluator_fingerprint(evaluator)
     results: dict[str, EvaluationResult] = {}
     results["real"] = row("real", lambda: evaluate_real(clips, evaluator, **protocol))
     results["text_blind"] = row("text_blind", lambda: evaluate_generator(text_blind_generator(train_clips, seed=config.seed), clips, evaluator, **protocol, **mm))
@@ -241,7 +248,7 @@ def run_benchmark(
         asdict(config), seeds={"benchmark": config.seed}, data={"path": str(data_dir), "fingerprint": fingerprint,
         "test_clips_used": len(clips), "test_clips_total": len(test_clips), "train_clips": len(train_clips)},
         timings={**timings, "total_s": time.perf_counter() - started}, protocol=results["real"].info,
-        mdm_sampling=mdm_sampling,
+        mdm_sampling=mdm_sampling, evaluator=evaluator_info,
     )  # fmt: skip
     notes = _results_notes(meta, config, len(clips))
     report = write_results(out, results, ROW_TITLES, meta, f"Express4D benchmark ({config.preset} preset)", notes)
@@ -319,7 +326,8 @@ def _results_notes(meta: dict[str, Any], config: BenchmarkConfig, num_clips: int
         f"{EVAL_GROUP_SIZE}. Real-row FID is between two random halves of the test clips (the sampling-noise floor), "
         f"not the set against itself. AITS = generation seconds per clip.\n\n"
         f"- hardware: {meta['hardware']}\n- date: {meta['created']}\n- data fingerprint: `{data['fingerprint']}`\n"
-        f"- evaluator: `{meta['protocol'].get('evaluator', 'unidentified')}`\n"
+        f"- evaluator: `{meta['protocol'].get('evaluator', 'unidentified')}`"
+        f"{' ' + meta['evaluator']['description'] if meta.get('evaluator') else ''}\n"
         f"- MDM sampling: {config.fast_sampler} with {config.fast_steps} steps"
         f"{f', eta {config.fast_eta:g}' if config.fast_eta else ''}"
         f"{f', guidance rescale {config.fast_guidance_rescale:g}' if config.fast_guidance_rescale else ''} (fast row) and DDPM with 1000 steps "

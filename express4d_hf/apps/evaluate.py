@@ -94,7 +94,7 @@ def run_evaluation(
     from ..evaluation.protocol import text_blind_generator
     from ..evaluation.report import write_results
     from ..evaluation.scoring import score_pipeline, test_subset
-    from ..models.evaluator import TextMotionEvaluator
+    from ..models.evaluator import TextMotionEvaluator, describe_evaluator
     from ..training.common import run_metadata
 
     if (model is None) == (motions is None):
@@ -133,11 +133,14 @@ def run_evaluation(
         data={"path": str(data_dir), "fingerprint": dataset_fingerprint(data_dir), "test_clips_used": len(clips),
               "test_clips_total": len(test_clips)},
         timings={"total_s": time.perf_counter() - started}, protocol=next(iter(results.values())).info,
+        evaluator={"path": str(evaluator_dir), "class": type(evaluator).__name__,
+                   "description": describe_evaluator(evaluator)},
     )  # fmt: skip
     notes = (
         f"Mean ± 95% interval (1.96·std/√R) over {config.replications} replications; {len(clips)} of {len(test_clips)} "
         f"test clips (whole groups of {EVAL_GROUP_SIZE}); R-Precision within groups of {EVAL_GROUP_SIZE}.\n\n"
-        f"- evaluator: `{meta['protocol'].get('evaluator', 'unidentified')}` ({evaluator_dir})\n"
+        f"- evaluator: `{meta['protocol'].get('evaluator', 'unidentified')}` ({evaluator_dir}): "
+        f"{meta['evaluator']['description']}\n"
         f"- scored: {json.dumps(described, default=str)}\n- hardware: {meta['hardware']}\n- date: {meta['created']}\n"
         f"- data fingerprint: `{meta['data']['fingerprint']}`\n- seed: {config.seed}\n"
     )

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     add_sampling_arguments(parser)  # the fast MDM row's sampling; Multimodality is on in paper, off in tiny
     parser.add_argument("--max-steps", action="append", default=[], metavar="STAGE=N",
                         help="override training steps of a stage (evaluator, mdm, vqvae, gpt); repeatable")  # fmt: skip
+    parser.add_argument("--evaluator", default=None, metavar="DIR",
+                        help="score the rows with this evaluator folder instead of the one trained here, e.g. the "
+                        "official evaluator converted by `express4d convert official-evaluator` (the results say which)")  # fmt: skip
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=True, help="skip finished stages (default)")
     resume.add_argument("--no-resume", dest="resume", action="store_false", help="redo every stage")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         replications=args.replications, models=models, fast_sampler=args.sampler, fast_steps=args.steps,
         seed=args.seed, max_steps=_parse_steps(args.max_steps),
         full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling, fast_eta=args.eta, fast_guidance_rescale=args.guidance_rescale,
-        guidance_scale=args.guidance_scale,
+        guidance_scale=args.guidance_scale, evaluator=args.evaluator,
     )  # fmt: skip
     config = BenchmarkConfig.preset_config(args.preset, **overrides)
     if max_clips is not None:

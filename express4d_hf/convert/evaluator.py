@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..arkit import NUM_CHANNELS
-from ..constants import MIN_FRAMES, TRAIN_FPS
-from ..livelink import FaceMotion, replace_folder
+from ..core.arkit import NUM_CHANNELS
+from ..core.constants import MIN_FRAMES, TRAIN_FPS
+from ..core.io import replace_folder
+from ..core.motion import FaceMotion
 from ..models.official_evaluator import POS_CLASSES, OfficialTextMotionEvaluator
 from .common import KeyMapping, OfficialCheckpointError, file_sha256, load_official_torch_file
 from .stats import load_stats_argument

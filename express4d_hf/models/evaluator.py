@@ -65,6 +65,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Evaluator folders of other classes that TextMotionEvaluator.from_pretrained loads too, by config.json
+# `_class_name` -> "module:Class" (imported when needed, as pipelines.loading.PIPELINE_CLASSES).
+EVALUATOR_CLASSES: dict[str, str] = {
+    "OfficialTextMotionEvaluator": "express4d_hf.models.official_evaluator:OfficialTextMotionEvaluator",
+}
+
+
 class EvaluatorFormatError(ValueError):
     """A saved evaluator folder is incomplete or inconsistent; the message names the file and the fix."""
 
@@ -343,10 +350,13 @@ class TextMotionEvaluator(ModelMixin, ConfigMixin):
         (:class:`~express4d_hf.models.official_evaluator.OfficialTextMotionEvaluator`), so every caller of this
         loader (metrics, benchmark, training) accepts it.
         """
-        if cls is TextMotionEvaluator and _saved_class_name(pretrained_model_name_or_path, kwargs) == "OfficialTextMotionEvaluator":
-            from .official_evaluator import OfficialTextMotionEvaluator
+        saved = _saved_class_name(pretrained_model_name_or_path, kwargs)
+        if cls is TextMotionEvaluator and saved in EVALUATOR_CLASSES:
+            import importlib
 
-            return OfficialTextMotionEvaluator.from_pretrained(pretrained_model_name_or_path, **kwargs)
+            module_name, attr = EVALUATOR_CLASSES[saved].split(":")
+            other = getattr(importlib.import_module(module_name), attr)
+            return other.from_pretrained(pretrained_model_name_or_path, **kwargs)
         model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         with torch.no_grad():
             # Tensors read from safetensors may sit at unaligned offsets, which sends SIMD kernels down another
@@ -382,6 +392,15 @@ class TextMotionEvaluator(ModelMixin, ConfigMixin):
                     f"{folder / REFERENCE_NAME}: expected tensors 'mu' and 'sigma', found {sorted(ref)}"
                 )
             model.reference = (ref["mu"], ref["sigma"])
+
+
+def describe_evaluator(evaluator: Any) -> str:
+    """One line saying which evaluator scored: its class and where its weights came from."""
+    config = getattr(evaluator, "config", None)
+    source = config.get("source") if config is not None and hasattr(config, "get") else None
+    if source:
+        return f"{type(evaluator).__name__} (converted from the official {source})"
+    return f"{type(evaluator).__name__} (trained with express4d-hf)"
 
 
 def _saved_class_name(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> str | None:

@@ -32,9 +32,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..arkit import NUM_CHANNELS
-from ..constants import MAX_FRAMES, TRAIN_FPS
-from ..livelink import FaceMotion, atomic_write_text
+from ..core.arkit import NUM_CHANNELS
+from ..core.constants import MAX_FRAMES, TRAIN_FPS
+from ..core.io import atomic_write_text
+from ..core.motion import FaceMotion
 from .evaluator import BiGRUEncoder, EvaluatorFormatError, MovementEncoder, TextMotionEvaluator, _resolve_folder
 
 VOCAB_NAME = "vocab.json"  # the GloVe words, in word_vectors' row order
