@@ -199,3 +199,35 @@ def test_damaged_checkpoints_refused(tmp_path, tiny_clip, damage, capsys):
 
 class _Opaque:  # not allowed by weights_only unpickling
     pass
+
+
+def test_paper_size_layout():
+    """The released model's size: 106 learned tensors (17.67 M parameters) plus two copies of the positional table."""
+    torch.manual_seed(0)
+    ref = ReferenceMDM(latent_dim=512, num_layers=8, clip_dim=512).eval()
+    state = ref.state_dict()
+    learned = [k for k in state if not k.endswith(".pe")]
+    assert len(state) == 108 and len(learned) == 106
+    assert round(sum(state[k].numel() for k in learned) / 1e6, 2) == 17.67
+    denoiser = official_mdm_to_denoiser(state, {"latent_dim": 512, "layers": 8})
+    assert sum(p.numel() for p in denoiser.parameters()) == sum(state[k].numel() for k in learned)
+    assert ours_vs_reference(denoiser, ref, batch=2, frames=20, lengths=(20, 9), drop=(False, True)) < 1e-5
+
+
+def test_cli_converts_with_release_mean_std_files(tmp_path, tiny_clip, capsys):
+    from express4d_hf.pipelines.mdm import Express4DMDMPipeline
+
+    ckpt = save_official_mdm(tmp_path / "official", latent_dim=32, num_layers=1, clip_dim=CLIP_DIM, ema=False)
+    stats = _stats()
+    np.save(tmp_path / "Mean.npy", stats.mean)
+    np.save(tmp_path / "Std.npy", stats.std)
+    out = tmp_path / "pipe"
+    args = ["convert", "official-mdm", str(ckpt), "--out", str(out), "--text-encoder", tiny_clip,
+            "--stats", f"{tmp_path / 'Mean.npy'},{tmp_path / 'Std.npy'}"]  # fmt: skip
+    assert cli_main(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    pipe = Express4DMDMPipeline.from_pretrained(out)
+    assert np.array_equal(pipe.normalizer.mean.numpy(), stats.mean)
+    assert json.loads((out / "card_data.json").read_text())["conversion"]["weights"] == "model"
+    assert cli_main(args) == 2  # the folder exists: refused without --overwrite
+    assert cli_main([*args, "--overwrite"]) == 0
