@@ -156,6 +156,13 @@ def test_convert_pipeline_end_to_end(tmp_path, tiny_clip):
     # the text features are CLIP's encode_text
     emb = pipe.encode_text(["a person smiles."])
     assert float((emb - reference_encode_text(pipe.text_encoder, pipe.tokenizer, ["a person smiles."])).abs().max()) < 1e-5
+    # the fast path's recorded text encoder: CLIP's 77-token context, the same pooled features
+    long = ["x" * 90, "a person smiles."]
+    tokens = pipe._recorded_text_tokens(long, "cpu")
+    assert tokens["input_ids"].shape == (2, 77)
+    with torch.no_grad():
+        recorded = pipe._recorded_text_encoder(**tokens)
+    assert float((recorded - pipe.encode_text(long)).abs().max()) < 1e-5
     out_motion = pipe(["a person smiles."], num_frames=24, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert out_motion.motions[0].num_frames == 24 and out_motion.motions[0].fps == 20.0
     card = (out / "README.md").read_text()

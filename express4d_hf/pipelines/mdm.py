@@ -266,10 +266,9 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device."""
         device = self.text_encoder.device
         if self._fast_sampling and device.type == "cuda":  # one recording per batch size: fixed-length tokens
-            max_length = prompt_max_tokens(self.text_encoder)  # CLIP mode: its whole 77-token context
-            tokens = tokenize_prompts(self.tokenizer, prompts, device, max_length, fixed_length=True)
+            tokens = self._recorded_text_tokens(prompts, device)
             key = ("text", tuple(tokens["input_ids"].shape), self._weights_key("text_encoder"))
-            pooled = self._graphs.run(key, lambda **t: pool_token_states(self.text_encoder, **t)[0], tokens)
+            pooled = self._graphs.run(key, self._recorded_text_encoder, tokens)
         else:
             pooled, _, _ = encode_prompts(self.tokenizer, self.text_encoder, prompts)
         if pooled.shape[-1] != self.denoiser.config.text_dim:
@@ -278,6 +277,14 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 f"{self.denoiser.config.text_dim}; use the text encoder the model was trained with"
             )
         return pooled.float().to(self._execution_device)
+
+    def _recorded_text_tokens(self, prompts: list[str], device) -> dict[str, torch.Tensor]:
+        """The fast path's fixed-length tokens: 64, or CLIP's whole 77-token context in CLIP mode."""
+        return tokenize_prompts(self.tokenizer, prompts, device, prompt_max_tokens(self.text_encoder), fixed_length=True)
+
+    def _recorded_text_encoder(self, **tokens: torch.Tensor) -> torch.Tensor:
+        """What the fast path records: the pooled embedding (CLIP's ``encode_text`` in CLIP mode)."""
+        return pool_token_states(self.text_encoder, **tokens)[0]
 
     # -- sampling --------------------------------------------------------------------------------------
     @torch.no_grad()
