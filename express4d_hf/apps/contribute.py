@@ -21,7 +21,7 @@ reused (a batch import, a moderation script):
    a write token; maintainers review and merge.
 
 >>> import io, tempfile, numpy as np
->>> from express4d_hf.livelink import FaceMotion
+>>> from express4d_hf.livelink import FaceMotion, write_livelink_csv
 >>> t = np.linspace(0, 2 * np.pi, 180, dtype=np.float32)
 >>> values = np.zeros((180, 61), np.float32); values[:, :52] = 0.3 + 0.2 * np.sin(t)[:, None]
 >>> path = Path(tempfile.mkdtemp()) / "take.csv"
