@@ -154,3 +154,34 @@ def test_damaged_evaluator_refused(official, tmp_path, damage, capsys):
     expected = {"network": "no text_encoder state dict", "misshaped": "motion_encoder.output_net.1.weight: [99]",
                 "unexpected": "movement_encoder.main.6.weight", "glove": "refused by the plain-data unpickler"}[damage]  # fmt: skip
     assert expected in err, err
+
+
+def test_free_text_tagging(monkeypatch, official, tmp_path):
+    """Release captions use the release's tags; other captions spaCy's by the official recipe when installed, else
+    the rule-based tagger's."""
+    import sys
+    import types
+
+    from express4d_hf.models import official_evaluator as module
+
+    out = convert_official_evaluator(official["tar"], tmp_path / "ev", data=official["release"], glove_dir=official["glove"])
+    evaluator = TextMotionEvaluator.from_pretrained(out)
+    assert evaluator.caption_tokens("A person frowns") == ["a/DET", "person/NOUN", "frown/VERB"]  # the release's
+
+    class Token:
+        def __init__(self, text, pos, lemma):
+            self.text, self.pos_, self.lemma_ = text, pos, lemma
+
+    def nlp(text):
+        assert "-" not in text  # hyphens are removed first
+        table = {"A": ("DET", "a"), "person": ("NOUN", "person"), "winks": ("VERB", "wink"),
+                 "left": ("VERB", "leave"), "eyelids": ("NOUN", "eyelid"), "twice": ("ADV", "twice")}  # fmt: skip
+        return [Token(w, *table.get(w, ("PUNCT", w))) for w in text.replace(",", " ,").split()]
+
+    monkeypatch.setitem(sys.modules, "spacy", types.SimpleNamespace(load=lambda name: nlp))
+    monkeypatch.setattr(module, "_SPACY", [])
+    # case kept, nouns and verbs lemmatised except "left", non-alphabetic tokens dropped
+    assert evaluator.caption_tokens("A person winks, left eye-lids twice") == [
+        "A/DET", "person/NOUN", "wink/VERB", "left/VERB", "eyelid/NOUN", "twice/ADV"]
+    monkeypatch.setattr(module, "_SPACY", [None])  # spaCy not installed: the rule-based tagger
+    assert evaluator.caption_tokens("A person is winking") == ["a/DET", "person/NOUN", "is/AUX", "wink/VERB"]

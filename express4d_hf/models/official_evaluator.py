@@ -5,9 +5,9 @@ has (movement convolutions, time / 4, then a bidirectional GRU with a learned in
 onto it exactly. The text branch is the official one, a new module here: every word of the caption's
 ``word/POS`` tokens gets its GloVe-300 vector plus a linear embedding of a 15-way POS one-hot, and a bidirectional
 GRU reads ``sos`` + at most 20 words + ``eos``. The POS tags come from the release's ``texts/*.txt`` files (a
-caption -> tokens table stored in the folder at conversion); other captions are tagged by the project's rule-based
-tagger (:func:`express4d_hf.data.synthetic.pos_tag`; its agreement with the release's tags is measured in
-docs/BENCHMARKS.md). Words outside the GloVe vocabulary become ``unk`` with POS ``OTHER``, as officially.
+caption -> tokens table stored in the folder at conversion); other captions are tagged by spaCy's
+``en_core_web_sm`` by the official recipe when it is installed, else by the project's rule-based tagger
+(:func:`express4d_hf.data.synthetic.pos_tag`, which lowercases; see docs/BENCHMARKS.md). Words outside the GloVe vocabulary become ``unk`` with POS ``OTHER``, as officially.
 
 What it reproduces from the official protocol, and what it fixes (docs/BENCHMARKS.md):
 
@@ -68,6 +68,31 @@ def pos_class(word: str, pos: str) -> int:
         if word in words:
             return POS_CLASSES.index(name)
     return POS_CLASSES.index(pos) if pos in POS_CLASSES else POS_CLASSES.index("OTHER")
+
+
+_SPACY: list = []  # the loaded pipeline (or None when spaCy / en_core_web_sm is not installed), loaded once
+
+
+def spacy_pos_tag(caption: str) -> str | None:
+    """The official tagging recipe (HumanML3D's ``process_text``): hyphens removed, spaCy ``en_core_web_sm``,
+    non-alphabetic tokens dropped, nouns and verbs lemmatised except "left", case kept. None without spaCy."""
+    if not _SPACY:
+        try:
+            import spacy
+
+            _SPACY.append(spacy.load("en_core_web_sm"))
+        except (ImportError, OSError):
+            _SPACY.append(None)
+    nlp = _SPACY[0]
+    if nlp is None:
+        return None
+    tokens = []
+    for token in nlp(caption.replace("-", "")):
+        if not token.text.isalpha():
+            continue
+        lemmatise = token.pos_ in ("NOUN", "VERB") and token.text != "left"
+        tokens.append(f"{token.lemma_ if lemmatise else token.text}/{token.pos_}")
+    return " ".join(tokens)
 
 
 class OfficialTextEncoder(nn.Module):
@@ -136,8 +161,11 @@ class OfficialTextMotionEvaluator(TextMotionEvaluator):
         self.vocab, self.word_index = words, {w: i for i, w in enumerate(words)}
 
     def caption_tokens(self, caption: str) -> list[str]:
-        """``word/POS`` tokens of a caption: the release's own (from the folder's table) or the rule-based tagger's."""
+        """``word/POS`` tokens of a caption: the release's own (from the folder's table), else those of spaCy's
+        ``en_core_web_sm`` by the official recipe when it is installed, else the project's rule-based tagger's."""
         tokens = self.pos_tags.get(caption.strip())
+        if tokens is None:
+            tokens = spacy_pos_tag(caption)
         if tokens is None:
             from ..data.synthetic import pos_tag
 
