@@ -78,6 +78,7 @@ def test_converted_evaluator_equals_reference(official, tmp_path):
     evaluator = TextMotionEvaluator.from_pretrained(out)  # the loader the metrics and benchmark use
     assert isinstance(evaluator, OfficialTextMotionEvaluator)
     assert evaluator.stats.eps == 0.0 and evaluator.reference is not None
+    assert "trained by the Express4D authors" in (out / "README.md").read_text()
     nets = {k: v.eval() for k, v in official["nets"].items()}
 
     # text: release tags looked up by caption, GloVe vectors, VIP classes, unk for unknown words

@@ -249,6 +249,7 @@ def convert_official_evaluator(
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         model.save_pretrained(tmp)
+        (tmp / "README.md").write_text(_evaluator_card(model, checkpoint, data, len(clips)), encoding="utf-8")
         replace_folder(tmp, out)
     finally:
         if tmp.exists():
@@ -256,6 +257,26 @@ def convert_official_evaluator(
 
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _evaluator_card(model: OfficialTextMotionEvaluator, checkpoint: Path, data, num_clips: int) -> str:
+    cfg = model.config
+    text = (f"GloVe-{cfg.word_dim} BiGRU (hidden {cfg.text_hidden}) over {cfg.vocab_size} words + {cfg.pos_dim}-way POS "
+            "one-hots" if cfg.has_text_branch else "not converted (no --glove-dir): motions only, no R-Precision")  # fmt: skip
+    return (
+        "# Express4D official evaluator (converted)\n\n"
+        "The text-motion evaluator **trained by the Express4D authors** (Aloni et al., 2025; "
+        "github.com/jaron1990/Express4D), converted unchanged by `express4d convert official-evaluator`. "
+        "Load it with `TextMotionEvaluator.from_pretrained(folder)`; score with `express4d evaluate --evaluator "
+        "folder` or `express4d benchmark --evaluator folder`.\n\n"
+        f"- source: `{cfg.source}`\n"
+        f"- motion branch: movement convolutions {cfg.num_channels} -> {cfg.movement_hidden} -> {cfg.movement_dim} "
+        f"(time / 4), BiGRU hidden {cfg.motion_hidden}, embeddings of width {cfg.out_dim}\n"
+        f"- text branch: {text}\n"
+        f"- normalisation: the release's statistics ({model.stats.info.get('computed', '') if model.stats else ''})\n"
+        f"- FID reference: {num_clips} test clips of `{data}`\n"
+        "- protocol quirks reproduced and fixed: docs/BENCHMARKS.md, \"Reporting numbers on the official evaluator\"\n"
+    )
 
 
 def _with_vocab(model: OfficialTextMotionEvaluator, vocab_size: int) -> OfficialTextMotionEvaluator:
