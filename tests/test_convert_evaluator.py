@@ -74,7 +74,9 @@ def reference_vectorize(tokens, word2vec):
 
 
 def test_converted_evaluator_equals_reference(official, tmp_path):
-    out = convert_official_evaluator(official["tar"], tmp_path / "ev", data=official["release"], glove_dir=official["glove"])
+    out = convert_official_evaluator(
+        official["tar"], tmp_path / "ev", data=official["release"], glove_dir=official["glove"]
+    )
     evaluator = TextMotionEvaluator.from_pretrained(out)  # the loader the metrics and benchmark use
     assert isinstance(evaluator, OfficialTextMotionEvaluator)
     assert evaluator.stats.eps == 0.0 and evaluator.reference is not None
@@ -165,7 +167,9 @@ def test_free_text_tagging(monkeypatch, official, tmp_path):
 
     from express4d_hf.models import official_evaluator as module
 
-    out = convert_official_evaluator(official["tar"], tmp_path / "ev", data=official["release"], glove_dir=official["glove"])
+    out = convert_official_evaluator(
+        official["tar"], tmp_path / "ev", data=official["release"], glove_dir=official["glove"]
+    )
     evaluator = TextMotionEvaluator.from_pretrained(out)
     assert evaluator.caption_tokens("A person frowns") == ["a/DET", "person/NOUN", "frown/VERB"]  # the release's
 
@@ -183,6 +187,12 @@ def test_free_text_tagging(monkeypatch, official, tmp_path):
     monkeypatch.setattr(module, "_SPACY", [])
     # case kept, nouns and verbs lemmatised except "left", non-alphabetic tokens dropped
     assert evaluator.caption_tokens("A person winks, left eye-lids twice") == [
-        "A/DET", "person/NOUN", "wink/VERB", "left/VERB", "eyelid/NOUN", "twice/ADV"]
+        "A/DET",
+        "person/NOUN",
+        "wink/VERB",
+        "left/VERB",
+        "eyelid/NOUN",
+        "twice/ADV",
+    ]
     monkeypatch.setattr(module, "_SPACY", [None])  # spaCy not installed: the rule-based tagger
     assert evaluator.caption_tokens("A person is winking") == ["a/DET", "person/NOUN", "is/AUX", "wink/VERB"]

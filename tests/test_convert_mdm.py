@@ -20,7 +20,13 @@ from express4d_hf.convert.mdm import (
     select_state_dict,
 )
 from express4d_hf.core.stats import NormStats
-from express4d_hf.models.text import encode_prompts, load_text_encoder, prompt_max_tokens, text_hidden_size, tokenize_prompts
+from express4d_hf.models.text import (
+    encode_prompts,
+    load_text_encoder,
+    prompt_max_tokens,
+    text_hidden_size,
+    tokenize_prompts,
+)
 
 from official_reference import ReferenceMDM, save_official_mdm
 
@@ -155,7 +161,9 @@ def test_convert_pipeline_end_to_end(tmp_path, tiny_clip):
     assert ours_vs_reference(pipe.denoiser, ref) < 1e-5
     # the text features are CLIP's encode_text
     emb = pipe.encode_text(["a person smiles."])
-    assert float((emb - reference_encode_text(pipe.text_encoder, pipe.tokenizer, ["a person smiles."])).abs().max()) < 1e-5
+    assert (
+        float((emb - reference_encode_text(pipe.text_encoder, pipe.tokenizer, ["a person smiles."])).abs().max()) < 1e-5
+    )
     # the fast path's recorded text encoder: CLIP's 77-token context, the same pooled features
     long = ["x" * 90, "a person smiles."]
     tokens = pipe._recorded_text_tokens(long, "cpu")
@@ -163,7 +171,9 @@ def test_convert_pipeline_end_to_end(tmp_path, tiny_clip):
     with torch.no_grad():
         recorded = pipe._recorded_text_encoder(**tokens)
     assert float((recorded - pipe.encode_text(long)).abs().max()) < 1e-5
-    out_motion = pipe(["a person smiles."], num_frames=24, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    out_motion = pipe(
+        ["a person smiles."], num_frames=24, num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+    )
     assert out_motion.motions[0].num_frames == 24 and out_motion.motions[0].fps == 20.0
     card = (out / "README.md").read_text()
     assert "Express4D authors" in card and "sha256" in card

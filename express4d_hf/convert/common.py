@@ -81,7 +81,9 @@ class KeyMapping:
         if not_tensors:
             problems.append(f"{len(not_tensors)} not tensors: " + ", ".join(not_tensors))
         if problems:
-            raise OfficialCheckpointError(f"{self.source}: the tensors do not match the official layout: " + " | ".join(problems))
+            raise OfficialCheckpointError(
+                f"{self.source}: the tensors do not match the official layout: " + " | ".join(problems)
+            )
         out = {}
         for key, (ours, _, transform) in self.rules.items():
             if ours is None:

@@ -102,7 +102,9 @@ def load_glove(glove_dir: str | os.PathLike, word_dim: int) -> tuple[list[str], 
 def _shape(state: dict, key: str, ndim: int, source: str) -> tuple[int, ...]:
     value = state.get(key)
     if not isinstance(value, torch.Tensor) or value.ndim != ndim:
-        raise OfficialCheckpointError(f"{source}: {key} is missing or not a {ndim}-d tensor; is this an evaluator finest.tar?")
+        raise OfficialCheckpointError(
+            f"{source}: {key} is missing or not a {ndim}-d tensor; is this an evaluator finest.tar?"
+        )
     return tuple(value.shape)
 
 
@@ -132,7 +134,9 @@ def official_evaluator_from_state(payload: Any, source: str, text_branch: bool) 
         raise OfficialCheckpointError(f"{source}: holds a {type(payload).__name__}, not a checkpoint dict")
     absent = [k for k in NETWORKS if not isinstance(payload.get(k), dict)]
     if absent:
-        raise OfficialCheckpointError(f"{source}: no {', '.join(absent)} state dict(s); is this the evaluator's finest.tar?")
+        raise OfficialCheckpointError(
+            f"{source}: no {', '.join(absent)} state dict(s); is this the evaluator's finest.tar?"
+        )
     flat = {f"{net}.{key}": value for net in NETWORKS for key, value in payload[net].items()}
     mov_hidden, channels, _ = _shape(flat, "movement_encoder.main.0.weight", 3, source)
     mov_dim = _shape(flat, "movement_encoder.main.3.weight", 3, source)[0]

@@ -145,12 +145,15 @@ def select_state_dict(payload: Any, weights: str, source: str) -> tuple[dict[str
 
 def _infer_sizes(state: dict[str, torch.Tensor], args: dict[str, Any], source: str, clip_dim: int) -> dict[str, int]:
     """Latent width and layer count from args.json, else from the tensors; the CLIP width from the text encoder."""
+
     def shape(key: str) -> tuple[int, ...] | None:
         value = state.get(key)
         return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
     pose = shape("input_process.poseEmbedding.weight")
-    layer_ids = {int(k.split(".")[2]) for k in state if k.startswith("seqTransEncoder.layers.") and k.split(".")[2].isdigit()}
+    layer_ids = {
+        int(k.split(".")[2]) for k in state if k.startswith("seqTransEncoder.layers.") and k.split(".")[2].isdigit()
+    }
     latent = args.get("latent_dim", pose[0] if pose else None)
     layers = args.get("layers", max(layer_ids) + 1 if layer_ids else None)
     if latent is None or layers is None:
@@ -309,8 +312,13 @@ def convert_official_mdm(
             f"The converted network equals the official one to 1e-5 (float32). Official sampling: 1000 DDPM "
             f"steps (`num_inference_steps=1000`), guidance {guidance:g}, CLIP ViT-B/32 `encode_text` features."
         ),
-        "conversion": {"source_file": checkpoint.name, "sha256": digest, "weights": chosen, "args": args,
-                       "stats": normalizer.config.source},  # fmt: skip
+        "conversion": {
+            "source_file": checkpoint.name,
+            "sha256": digest,
+            "weights": chosen,
+            "args": args,
+            "stats": normalizer.config.source,
+        },  # fmt: skip
     }
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,5 +333,13 @@ def convert_official_mdm(
     return out
 
 
-__all__ = ["DEFAULT_CLIP", "convert_official_mdm", "official_betas", "official_mdm_to_denoiser", "official_scheduler",
-           "read_official_args", "select_state_dict", "time_embedding_permutation"]
+__all__ = [
+    "DEFAULT_CLIP",
+    "convert_official_mdm",
+    "official_betas",
+    "official_mdm_to_denoiser",
+    "official_scheduler",
+    "read_official_args",
+    "select_state_dict",
+    "time_embedding_permutation",
+]

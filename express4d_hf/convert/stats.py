@@ -42,7 +42,9 @@ def _stats_from_arrays(arrays, source: str, fps: float) -> NormStats:
 def _checked(mean, std, source: str, fps: float, info: dict) -> NormStats:
     mean, std = np.asarray(mean, np.float64).reshape(-1), np.asarray(std, np.float64).reshape(-1)
     if mean.shape != (NUM_CHANNELS,) or std.shape != (NUM_CHANNELS,):
-        raise ValueError(f"{source}: mean and std must hold {NUM_CHANNELS} values each, got {mean.shape} and {std.shape}")
+        raise ValueError(
+            f"{source}: mean and std must hold {NUM_CHANNELS} values each, got {mean.shape} and {std.shape}"
+        )
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
         raise ValueError(f"{source}: the statistics hold NaN or infinite values")
     flat = [CHANNELS[i] for i in np.flatnonzero(std <= 0)]
@@ -80,7 +82,9 @@ def official_release_stats(data: str | os.PathLike, progress: bool = False) -> N
 
     stats = _stats_from_arrays(arrays(), f"dataset {data}", float(CAPTURE_FPS))
     if rates != {float(CAPTURE_FPS)}:
-        logger.warning("%s: clips stored at %s fps; the official stats are computed at %d fps", data, sorted(rates), CAPTURE_FPS)
+        logger.warning(
+            "%s: clips stored at %s fps; the official stats are computed at %d fps", data, sorted(rates), CAPTURE_FPS
+        )
         stats.fps = float(min(rates))
     return stats
 

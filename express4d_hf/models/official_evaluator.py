@@ -7,7 +7,8 @@ onto it exactly. The text branch is the official one, a new module here: every w
 GRU reads ``sos`` + at most 20 words + ``eos``. The POS tags come from the release's ``texts/*.txt`` files (a
 caption -> tokens table stored in the folder at conversion); other captions are tagged by spaCy's
 ``en_core_web_sm`` by the official recipe when it is installed, else by the project's rule-based tagger
-(:func:`express4d_hf.data.synthetic.pos_tag`, which lowercases; see docs/BENCHMARKS.md). Words outside the GloVe vocabulary become ``unk`` with POS ``OTHER``, as officially.
+(:func:`express4d_hf.data.synthetic.pos_tag`, which lowercases; see docs/BENCHMARKS.md). Words outside the GloVe
+vocabulary become ``unk`` with POS ``OTHER``, as officially.
 
 What it reproduces from the official protocol, and what it fixes (docs/BENCHMARKS.md):
 
@@ -30,7 +31,6 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from ..core.arkit import NUM_CHANNELS
 from ..core.constants import MAX_FRAMES, TRAIN_FPS
@@ -199,7 +199,9 @@ class OfficialTextMotionEvaluator(TextMotionEvaluator):
         return self.text_encoder(self.word_vectors[rows], one_hot, lengths)
 
     @torch.no_grad()
-    def embed_texts(self, captions: Sequence[str], batch_size: int = 256, tokens: Sequence[str] | None = None) -> np.ndarray:
+    def embed_texts(
+        self, captions: Sequence[str], batch_size: int = 256, tokens: Sequence[str] | None = None
+    ) -> np.ndarray:
         """Caption embeddings ``[N, out_dim]``; ``tokens`` (``"word/POS ..."`` per caption) overrides the lookup."""
         if not self.config.has_text_branch:
             raise RuntimeError(
@@ -247,7 +249,9 @@ class OfficialTextMotionEvaluator(TextMotionEvaluator):
         atomic_write_text(folder / POS_TAGS_NAME, json.dumps(self.pos_tags, indent=0, sort_keys=True) + "\n")
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> OfficialTextMotionEvaluator:
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> OfficialTextMotionEvaluator:
         model = ModelMixin.from_pretrained.__func__(cls, pretrained_model_name_or_path, **kwargs)
         folder = _resolve_folder(pretrained_model_name_or_path, kwargs)
         with torch.no_grad():
