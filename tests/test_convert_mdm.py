@@ -248,3 +248,26 @@ def test_cli_converts_with_release_mean_std_files(tmp_path, tiny_clip, capsys):
     assert json.loads((out / "card_data.json").read_text())["conversion"]["weights"] == "model"
     assert cli_main(args) == 2  # the folder exists: refused without --overwrite
     assert cli_main([*args, "--overwrite"]) == 0
+
+
+def test_clip_mode_from_a_full_clip_checkpoint(tmp_path, tiny_clip):
+    """The default text encoder (openai/clip-vit-base-patch32) is a whole CLIP checkpoint: its text tower loads as
+    CLIPTextModelWithProjection and pools exactly as CLIPModel.get_text_features (HF's encode_text)."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_clip)
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=16, projection_dim=CLIP_DIM)  # fmt: skip
+    config = CLIPConfig(text_config=CLIPTextConfig.from_pretrained(tiny_clip).to_dict(),
+                        vision_config=vision.to_dict(), projection_dim=CLIP_DIM)  # fmt: skip
+    torch.manual_seed(0)
+    full = CLIPModel(config).eval()
+    full.save_pretrained(tmp_path / "clip")
+    tokenizer.save_pretrained(tmp_path / "clip")
+    tok, model = load_text_encoder(str(tmp_path / "clip"), pooling="clip_projected")
+    prompts = ["a person smiles.", "wink"]
+    pooled = encode_prompts(tok, model, prompts)[0]
+    with torch.no_grad():
+        expected = full.get_text_features(**tok(prompts, padding=True, return_tensors="pt"))
+    expected = getattr(expected, "pooler_output", expected)
+    assert float((pooled - expected).abs().max()) < 1e-6
