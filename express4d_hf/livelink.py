@@ -26,7 +26,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from .core.arkit import CHANNELS, NUM_CHANNELS, try_canonical_channel_name
-from .core.io import atomic_write_text
+from .core.io import NotUTF8Error, atomic_write_text, decode_utf8
 from .core.motion import FaceMotion, format_timecode, timecode_to_frames
 
 __all__ = [
@@ -253,18 +253,14 @@ def _decode_bytes(data: bytes, name: str) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise LiveLinkFormatError(name, "the file is UTF-16 text", 1, 1,
                                   "save it as UTF-8 (as Live Link Face writes it)")  # fmt: skip
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        prefix = data[: err.start]
-        line_start = max(prefix.rfind(b"\n"), prefix.rfind(b"\r")) + 1
-        line = prefix.count(b"\n") + prefix.count(b"\r") - prefix.count(b"\r\n") + 1
-        column = prefix.count(b",", line_start) + 1
+        return decode_utf8(data)
+    except NotUTF8Error as err:
+        bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # offsets count from after a byte-order mark
+        column = data.count(b",", bom + err.line_start, bom + err.offset) + 1
         raise LiveLinkFormatError(
-            name, f"byte 0x{data[err.start]:02x} (byte {err.start - line_start + 1} of the line) is not UTF-8 text"
-            " (a binary file, or text saved in another encoding)", line, column,
+            name, f"byte 0x{err.byte:02x} (byte {err.offset - err.line_start + 1} of the line) is not UTF-8 text"
+            " (a binary file, or text saved in another encoding)", err.line, column,
             "upload the take's CSV (not the video or a spreadsheet file) and save it as UTF-8",
         ) from None  # fmt: skip
 

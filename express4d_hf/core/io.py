@@ -125,3 +125,25 @@ def files_into(dest: str | os.PathLike, last: str | None = None) -> Iterator[Pat
                 os.replace(entry, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class NotUTF8Error(ValueError):
+    """Bytes that are not UTF-8 text. ``line`` is 1-based (LF, CR and CRLF all end a line), ``line_start`` the
+    offset where that line begins, ``offset`` the offset of the bad byte ``byte``."""
+
+    def __init__(self, line: int, line_start: int, offset: int, byte: int):
+        self.line, self.line_start, self.offset, self.byte = line, line_start, offset, byte
+        super().__init__(f"line {line}, byte {offset - line_start + 1}: 0x{byte:02x} is not UTF-8")
+
+
+def decode_utf8(data: bytes) -> str:
+    """``data`` as UTF-8 text, a leading byte-order mark dropped; :class:`NotUTF8Error` says where it is not."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        prefix = data[: err.start]
+        line_start = max(prefix.rfind(b"\n"), prefix.rfind(b"\r")) + 1
+        line = prefix.count(b"\n") + prefix.count(b"\r") - prefix.count(b"\r\n") + 1
+        raise NotUTF8Error(line, line_start, err.start, data[err.start]) from None

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..core.arkit import CHANNELS, NUM_CHANNELS
 from ..core.constants import CAPTURE_FPS
+from ..core.io import NotUTF8Error, decode_utf8
 from ..core.motion import FaceMotion
 from ..livelink import read_livelink_csv, write_livelink_csv
 
@@ -226,16 +227,10 @@ class _BadText(Exception):
 
 def read_text_strict(path: Path) -> str:
     """The UTF-8 text of ``path`` (a leading BOM dropped); raises ``_BadText`` naming the line and byte otherwise."""
-    data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        prefix = data[: err.start]
-        line = prefix.count(b"\n") + 1
-        column = err.start - (prefix.rfind(b"\n") + 1) + 1
-        raise _BadText(f"line {line}, byte {column}: 0x{data[err.start]:02x} is not UTF-8") from None
+        return decode_utf8(path.read_bytes())
+    except NotUTF8Error as err:
+        raise _BadText(str(err)) from None
 
 
 def _read_text_or_problem(root: Path, path: Path, problems: list[tuple[str, str, str]]) -> str | None:
