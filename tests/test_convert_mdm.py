@@ -271,3 +271,14 @@ def test_clip_mode_from_a_full_clip_checkpoint(tmp_path, tiny_clip):
         expected = full.get_text_features(**tok(prompts, padding=True, return_tensors="pt"))
     expected = getattr(expected, "pooler_output", expected)
     assert float((pooled - expected).abs().max()) < 1e-6
+
+
+def test_bad_args_json_refused(tmp_path, tiny_clip, capsys):
+    ckpt = save_official_mdm(tmp_path / "official", latent_dim=32, num_layers=1, clip_dim=CLIP_DIM)
+    (ckpt.parent / "args.json").write_text("{not json")
+    out = tmp_path / "pipe"
+    assert cli_main(["convert", "official-mdm", str(ckpt), "--out", str(out), "--text-encoder", tiny_clip]) == 2
+    assert "args.json: not valid JSON" in capsys.readouterr().err and not out.exists()
+    (ckpt.parent / "args.json").write_text(json.dumps({"latent_dim": 64, "layers": 1}))  # not the tensors' size
+    assert cli_main(["convert", "official-mdm", str(ckpt), "--out", str(out), "--text-encoder", tiny_clip]) == 2
+    assert "mis-shaped" in capsys.readouterr().err and not out.exists()

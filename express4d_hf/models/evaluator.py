@@ -408,10 +408,18 @@ def _saved_class_name(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -
     import json
 
     path = Path(name_or_path)
-    if kwargs.get("subfolder"):
-        path = path / kwargs["subfolder"]
+    subfolder = kwargs.get("subfolder") or ""
+    config = path / subfolder / "config.json"
+    if not path.exists() and str(name_or_path).count("/") == 1:  # a Hub repository id (the local cache when offline)
+        try:
+            from huggingface_hub import hf_hub_download
+
+            config = Path(hf_hub_download(str(name_or_path), "config.json", subfolder=subfolder or None,
+                                          revision=kwargs.get("revision"), cache_dir=kwargs.get("cache_dir")))  # fmt: skip
+        except Exception:  # offline, missing, gated: the base loader reports it
+            return None
     try:
-        return json.loads((path / "config.json").read_text()).get("_class_name")
+        return json.loads(config.read_text()).get("_class_name")
     except (OSError, ValueError, AttributeError):
         return None
 
