@@ -63,3 +63,18 @@ def test_space_with_no_models_trains_tiny_baselines_then_generates(tmp_path, mon
     again = Express4DSpace(config)  # a restart: the stored models load at once, nothing trains
     assert again.trainer.state == "ready" and again.trainer._thread is None and set(again.models) == {"MDM", "T2M-GPT"}
     again.close()
+
+
+def test_status_says_a_space_without_persistent_storage_retrains(tmp_path, monkeypatch):
+    from express4d_hf.apps.space import BaselineTrainer, SpaceConfig
+
+    monkeypatch.setenv("SPACE_ID", "me/express4d")
+    monkeypatch.setenv("EXPRESS4D_CACHE", str(tmp_path / "cache"))
+    trainer = BaselineTrainer(SpaceConfig(persistent_dir=tmp_path / "no-such-storage"), lambda label, folder: None)
+    assert not trainer.persistent and str(tmp_path / "cache") in str(trainer.root)
+    trainer.state = "training"
+    status = trainer.status_markdown()
+    assert "no persistent storage, so the models are trained again after every restart" in status
+    assert "about" in status and "MDM" in status and "0 / 1500 steps" in status
+    trainer.state = "ready"
+    assert "trained again after every restart" in trainer.status_markdown()

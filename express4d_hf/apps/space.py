@@ -461,7 +461,9 @@ class BaselineTrainer:
         if info["state"] == "failed":
             return ("**Training the built-in models failed** (" + str(info["error"]) + "). Browse and Contribute work; "
                     "the error is in the app's log.")  # fmt: skip
-        if info["state"] == "ready":
+        if info["state"] == "ready":  # one line stays while a restart would train again
+            if self.on_space and not self.persistent:
+                return ("The models here were trained at start-up on the embedded procedural corpus. " + self.storage_note())
             return ""
         names = {stage: name for stage, name, _ in self.STAGES}
         lines = [
