@@ -28,7 +28,8 @@ def _clips():
         values = rng.random((120 + 15 * k, len(CHANNELS))) * 0.3
         if split == "test":
             values += 0.5  # test clips sit elsewhere: train-only stats must not see them
-        yield f"MySlate_{k + 1}_iPhone_cal", split, values.astype(np.float32), [f"A person winks left {k}#", f"alt {k}"]
+        tokens = "a/DET person/NOUN wink/VERB left/ADV" if k % 2 else ""  # some takes carry POS tokens, as the release
+        yield f"MySlate_{k + 1}_iPhone_cal", split, values.astype(np.float32), [f"A person winks left {k}#{tokens}", f"alt {k}"]
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +262,15 @@ def test_procedural_build_gets_its_own_card_and_no_gate(tmp_path, monkeypatch, c
     recorder = HubRecorder.install(monkeypatch)
     hub.push_dataset(out, "me/stand-in")
     assert _hub_calls(recorder)[1].kwargs["gated"] is False
+
+
+def test_clips_carry_the_release_pos_tokens(built, tmp_path):
+    from express4d_hf.data.hub import load_express4d
+    from express4d_hf.data.splits import clips_from_split
+
+    split = load_express4d(built, cache_dir=tmp_path, progress=False)["train"]
+    clips = clips_from_split(split)
+    first_tokens = {row["id"]: row["tokens"][0] for row in split if row["tokens"] and row["tokens"][0]}
+    assert first_tokens and len(first_tokens) < len(clips)
+    for clip in clips:
+        assert clip.metadata.get("pos_tokens") == first_tokens.get(clip.metadata["id"])

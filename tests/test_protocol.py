@@ -281,3 +281,20 @@ def test_fingerprint_follows_weights_and_config():
     b.load_state_dict(a.state_dict())
     assert evaluator_fingerprint(a) == evaluator_fingerprint(b) and evaluator_fingerprint(a).startswith("sha256:")
     assert evaluator_fingerprint(object()) == "unidentified"
+
+
+def test_release_pos_tokens_reach_an_evaluator_that_reads_them(setup):
+    """The official GloVe + POS text branch needs each caption's word/POS tokens from the release."""
+    test, _, _ = setup
+
+    class TaggedEvaluator(ChannelMeanEvaluator):
+        def embed_texts(self, captions, tokens=None):
+            self.tokens = tokens
+            return super().embed_texts(captions)
+
+    evaluator = TaggedEvaluator(test)
+    tagged = [clip.replace(metadata={"pos_tokens": f"{clip.caption.split()[-1]}/NUM"}) for clip in test]
+    evaluate_real(tagged, evaluator, replications=1, progress=False)
+    assert evaluator.tokens == [f"{clip.caption.split()[-1]}/NUM" for clip in test]
+    evaluate_real(test, evaluator, replications=1, progress=False)  # untagged clips: the evaluator tags itself
+    assert evaluator.tokens is None

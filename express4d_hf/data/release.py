@@ -32,8 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +41,7 @@ import numpy as np
 
 from ..core.arkit import CHANNELS, NUM_CHANNELS
 from ..core.constants import CAPTURE_FPS
-from ..core.io import NotUTF8Error, decode_utf8
+from ..core.io import NotUTF8Error, atomic_folder, decode_utf8
 from ..core.motion import FaceMotion
 from ..livelink import read_livelink_csv, write_livelink_csv
 
@@ -399,10 +397,9 @@ def write_release(
         raise FileExistsError(f"{root}: exists already; choose a new folder")
     if motion_format not in ("csv", "npy"):
         raise ValueError(f"motion_format must be 'csv' or 'npy', got {motion_format!r}")
-    tmp = root.parent / f".{root.name}.writing-{uuid.uuid4().hex[:8]}"
-    (tmp / "data").mkdir(parents=True)
-    (tmp / "texts").mkdir()
-    try:
+    with atomic_folder(root, replace=False) as tmp:
+        (tmp / "data").mkdir()
+        (tmp / "texts").mkdir()
         names: dict[str, list[str]] = {s: [] for s in SPLITS}
         for name, split, motion, captions in clips:
             if split not in SPLITS:
@@ -422,8 +419,4 @@ def write_release(
             (tmp / f"{split}.txt").write_text("".join(f"{n}\n" for n in split_names), encoding="utf-8")
         if performers is not None:
             (tmp / "performers.json").write_text(json.dumps(dict(performers), indent=1) + "\n", encoding="utf-8")
-        os.rename(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root

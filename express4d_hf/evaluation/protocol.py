@@ -25,6 +25,7 @@ What is fixed or pinned down relative to the official code (DESIGN.md, "Known de
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -318,9 +319,18 @@ def _prepare_clips(clips: Sequence[FaceMotion], group_size: int, max_frames: int
     return prepared
 
 
-def _embed(evaluator: MotionTextEvaluator, items: list, kind: str) -> np.ndarray:
+def _embed_captions(evaluator: MotionTextEvaluator, clips: list[FaceMotion]) -> np.ndarray:
+    """Caption embeddings of ``clips``; an evaluator whose ``embed_texts`` takes ``tokens`` (the official GloVe + POS
+    text branch) also gets each caption's ``word/POS`` tokens from the release when every clip has them."""
+    tokens = [clip.metadata.get("pos_tokens") for clip in clips]
+    if all(tokens) and "tokens" in inspect.signature(evaluator.embed_texts).parameters:
+        return _embed(evaluator, [clip.caption for clip in clips], "texts", tokens=tokens)
+    return _embed(evaluator, [clip.caption for clip in clips], "texts")
+
+
+def _embed(evaluator: MotionTextEvaluator, items: list, kind: str, **kwargs: Any) -> np.ndarray:
     method = evaluator.embed_texts if kind == "texts" else evaluator.embed_motions
-    emb = np.asarray(method(items), dtype=np.float64)
+    emb = np.asarray(method(items, **kwargs), dtype=np.float64)
     if emb.ndim != 2 or len(emb) != len(items):
         raise ValueError(f"evaluator.embed_{kind} returned shape {emb.shape} for {len(items)} inputs; expected [N, D]")
     if not np.isfinite(emb).all():
@@ -419,7 +429,7 @@ def evaluate_generator(
     num_clips = len(real)
     captions = [clip.caption for clip in real]
     lengths = [clip.num_frames for clip in real]
-    text_emb = _embed(evaluator, captions, "texts")
+    text_emb = _embed_captions(evaluator, real)
     real_emb = _embed(evaluator, real, "motions")
     real_stats = metrics.gaussian_stats(real_emb)
 
@@ -515,7 +525,7 @@ def evaluate_real(
     num_clips = len(real)
     if num_clips // 2 < 2:
         raise ValueError(f"the half-split FID needs at least 4 clips, got {num_clips}")
-    text_emb = _embed(evaluator, [clip.caption for clip in real], "texts")
+    text_emb = _embed_captions(evaluator, real)
     real_emb = _embed(evaluator, real, "motions")
     embedded = time.perf_counter()
 
@@ -567,7 +577,7 @@ def evaluate_motions(
     started = time.perf_counter()
     given = _prepare_clips(motions, group_size, max_frames)
     real = _prepare_clips(real_clips, group_size, max_frames)
-    text_emb = _embed(evaluator, [motion.caption for motion in given], "texts")
+    text_emb = _embed_captions(evaluator, given)
     motion_emb = _embed(evaluator, given, "motions")
     real_stats = metrics.gaussian_stats(_embed(evaluator, real, "motions"))
     embedded = time.perf_counter()
