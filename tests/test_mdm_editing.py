@@ -377,3 +377,39 @@ def test_generate_timeline_on_the_command_line(model_dir, tmp_path, capsys):
     assert "give no PROMPT" in capsys.readouterr().err
     assert main(["generate", "--model", str(model_dir), "--out", str(out)]) == 2
     assert "at least one PROMPT" in capsys.readouterr().err
+
+
+# --- T2M-GPT: continuation through its tokens --------------------------------------------------------------
+def test_t2m_gpt_continues_a_prefix_through_its_codes(text_encoder, source):
+    from express4d_hf.models.t2m_gpt import T2MGPT, MotionVQVAE
+    from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
+
+    tokenizer, encoder = text_encoder
+    torch.manual_seed(0)
+    pipe = Express4DT2MGPTPipeline.from_components(
+        MotionVQVAE.from_preset("tiny", num_codes=32, code_dim=16, width=16, depth=1),
+        T2MGPT.from_preset("tiny", num_codes=32, hidden_size=32, num_layers=1, num_heads=2),
+        tokenizer=tokenizer, text_encoder=encoder,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    reference = source.resample(FPS).values
+    kwargs = dict(motion=source, keep_frames=[(0, 1.5)], duration_s=4)
+    out = pipe(["A person is smiling", "A person is frowning"], generator=[gen(0), gen(1)], **kwargs).motions
+    for motion in out:
+        assert motion.num_frames == 80 and motion.metadata["num_codes"] == 20
+        assert np.abs(motion.values[:30] - reference[:30]).max() <= 1e-4  # the kept prefix is the source
+    codes = pipe("A person is smiling", output_type="codes", generator=gen(0), **kwargs)[0]
+    prefix = pipe.vqvae.encode(pipe.normalizer.normalize(torch.from_numpy(reference[:28]))[None])[0]  # 7 whole codes
+    assert torch.equal(codes[:7], prefix)  # the GPT continues the prefix's own codes
+    text = pipe.encode_text(["A person is smiling"])
+    greedy = [pipe.transformer.generate(text, min_codes=12, max_codes=12, temperature=0.0, prefix_codes=torch.tensor([p]))[0]
+              for p in ([1, 2, 3], [30, 9, 17])]  # fmt: skip
+    assert greedy[0][:3].tolist() == [1, 2, 3] and greedy[1][:3].tolist() == [30, 9, 17] and len(greedy[0]) == 12
+    assert not torch.equal(greedy[0][3:], greedy[1][3:])  # the continuation depends on the prefix
+    for extra, message in [(dict(keep_frames=[(1, 2)]), "can only continue a prefix"),
+                           (dict(keep_frames=[(0, 1), (2, 3)]), "can only continue a prefix"),
+                           (dict(keep_frames=[(0, 1)], duration_s=None), "length"),
+                           (dict(keep_frames=[(0, 2.5)], duration_s=2), "outside the clip"),
+                           (dict(keep_frames=[(0, 2)], duration_s=2), "shorter than the output")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            pipe("A person", **{**kwargs, **extra})

@@ -544,6 +544,7 @@ class T2MGPT(ModelMixin, ConfigMixin):
         generator: torch.Generator | list[torch.Generator] | None = None,
         use_cache: bool = True,
         on_token=None,
+        prefix_codes: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Sample one code sequence per row of ``text_embeds [B, text_dim]`` (batched, in lockstep).
 
@@ -554,7 +555,9 @@ class T2MGPT(ModelMixin, ConfigMixin):
         the codes so far ``[B, step + 1]`` (rows already finished carry filler codes past their length), which
         rows have finished and their lengths; it may return a dict with new ``"tokens"`` (same shape) to steer
         the sampling, or ``{"stop": True}`` to end every row now.
-        Returns a list of 1-D long tensors (codes only, no end token).
+        ``prefix_codes`` ``[B, P]`` (codes in ``[0, num_codes)``) continues given codes: they are fed after the text
+        token and sampling starts at position ``P`` (``min_codes`` / ``max_codes`` count them; ``max_codes > P``).
+        Returns a list of 1-D long tensors (codes only, no end token; the prefix included).
         """
         batch = text_embeds.shape[0]
         device = text_embeds.device
@@ -567,8 +570,14 @@ class T2MGPT(ModelMixin, ConfigMixin):
         lengths = max_codes.clone()
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens = torch.empty(batch, 0, dtype=torch.long, device=device)
+        if prefix_codes is not None:
+            tokens = torch.as_tensor(prefix_codes, dtype=torch.long, device=device).reshape(batch, -1)
+            if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.num_codes):
+                raise ValueError(f"prefix codes must lie in [0, {self.config.num_codes})")
+            if int(max_codes.min()) <= tokens.shape[1]:
+                raise ValueError(f"max_codes must exceed the {tokens.shape[1]} prefix codes for every row")
         cache = None
-        for step in range(int(max_codes.max())):
+        for step in range(tokens.shape[1], int(max_codes.max())):
             if use_cache:
                 new = tokens if cache is None else tokens[:, -1:]
                 logits, cache = self(new, text_embeds if cache is None else None, past_key_values=cache, use_cache=True)

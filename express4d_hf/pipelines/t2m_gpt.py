@@ -25,6 +25,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from ..core.constants import MAX_FRAMES, MIN_FRAMES
+from ..core.motion import FaceMotion
 from ..models.normalizer import MotionNormalizer
 from ..models.t2m_gpt import T2MGPT, MotionVQVAE
 from ..models.text import encode_prompts, load_text_encoder
@@ -39,6 +40,7 @@ from .common import (
     resolve_num_frames,
     to_face_motions,
 )
+from .editing import DEFAULT_SEAM_BLEND_S, parse_spans, prepare_edit
 
 OUTPUT_TYPES = ("motion", "pt", "np", "latent", "codes")
 
@@ -137,8 +139,11 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
         duration_s: float | list[float] | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        motion: FaceMotion | None = None,
+        keep_frames=None,
+        seam_blend_s: float = DEFAULT_SEAM_BLEND_S,
     ):
-        """Generate one or more motions per prompt.
+        """Generate one or more motions per prompt, or continue a performance from its first seconds.
 
         Args:
             prompt: a description ("A person is squinting and then smiling") or a list of them.
@@ -165,6 +170,14 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
                 at the tokens it has.
             callback_on_step_end_tensor_inputs: the names put in ``callback_kwargs`` (default ``["tokens"]``), any of
                 :attr:`_callback_tensor_inputs`.
+            motion: continue this performance (any fps; resampled to 20 fps) with ``keep_frames=[(0, seconds)]``:
+                its first ``seconds`` are encoded into codes (whole codes of 4 frames), the GPT continues them
+                after the prompt's text token, and the output starts with exactly those seconds of the source,
+                joined to the continuation by a ``seam_blend_s`` ramp. Only a prefix can be kept: the GPT writes
+                codes left to right over all channels at once, so keeping channels or a later span (in-betweening)
+                is the MDM pipeline's job. Give ``num_frames`` / ``duration_s`` longer than the prefix.
+            keep_frames: the kept prefix, ``[(0, seconds)]`` or ``"0-2"``.
+            seam_blend_s: seconds of raised-cosine ramp after the prefix (0 = a hard cut).
         """
         prompts = check_prompts(prompt)
         callback_names = check_step_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs or ["tokens"])
@@ -192,6 +205,12 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
             min_codes = [math.ceil(MIN_FRAMES / per_code)] * len(captions)
             max_codes = [max_num_frames // per_code] * len(captions)
 
+        prefix = plan = None
+        if motion is not None or keep_frames is not None:
+            prefix, plan = self._prefix_codes(motion, keep_frames, forced, seam_blend_s, len(captions))
+            min_codes = [max(n, prefix.shape[1] + 1) for n in min_codes]
+            max_codes = [max(n, prefix.shape[1] + 1) for n in max_codes]
+
         text = self.encode_text(prompts).repeat_interleave(repeat, dim=0).to(self.transformer.dtype)
         self._interrupt = False
         on_token = None
@@ -203,7 +222,7 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
 
         codes = self.transformer.generate(
             text, min_codes=min_codes, max_codes=max_codes, temperature=float(temperature), top_k=top_k, top_p=top_p,
-            generator=generator, on_token=on_token,
+            generator=generator, on_token=on_token, prefix_codes=prefix,
         )  # fmt: skip
         if output_type == "codes":
             self.maybe_free_model_hooks()
@@ -215,6 +234,13 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
         mask = lengths_mask(lengths, normalised.shape[1], device=normalised.device)[..., None].to(normalised.dtype)
         normalised = normalised * mask
         raw = self.normalizer.denormalize(normalised.to(self.normalizer.mean.dtype)).float() * mask
+        if plan is not None:  # the kept prefix is the source itself, joined by the ramp
+            frames = min(raw.shape[1], len(plan.source))
+            weights = torch.from_numpy(plan.weights[:frames]).to(raw.device)[None]
+            source = torch.from_numpy(plan.source[:frames]).to(raw.device)[None]
+            raw[:, :frames] = raw[:, :frames] + weights * (source - raw[:, :frames])
+            raw = raw * mask
+            normalised = self.normalizer.normalize(raw.to(self.normalizer.mean.dtype)).float() * mask
         self.maybe_free_model_hooks()
 
         if output_type == "motion":
@@ -228,6 +254,32 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
         if not return_dict:
             return values, lengths
         return MotionBatchOutput(motions=values, lengths=lengths, captions=captions, fps=fps)
+
+    def _prefix_codes(self, motion, keep_frames, forced, seam_blend_s: float, batch: int):
+        """``(prefix codes [batch, P], EditPlan)`` of a continuation (see ``__call__``)."""
+        fps = float(self.normalizer.config.fps)
+        if not isinstance(motion, FaceMotion):
+            raise ValueError("T2M-GPT continues one source performance: pass `motion=` (a FaceMotion) with "
+                             "`keep_frames=[(0, seconds)]`")  # fmt: skip
+        spans = parse_spans(keep_frames) if isinstance(keep_frames, str) else list(keep_frames or [])
+        if len(spans) != 1 or float(spans[0][0]) != 0.0:
+            raise ValueError(
+                "T2M-GPT can only continue a prefix: keep_frames=[(0, seconds)]. It writes codes left to right over "
+                "all channels at once, so keeping channels or later spans (in-betweening) needs the MDM pipeline"
+            )
+        if forced is None:
+            raise ValueError("give the continued motion's length (num_frames or duration_s), longer than the kept prefix")
+        length = max(forced)
+        plan = prepare_edit(motion, length, fps, keep_frames=spans, seam_blend_s=seam_blend_s)
+        kept = int(plan.kept[:, 0].sum())
+        num_codes = kept // self.frames_per_code
+        if num_codes < 1 or kept >= min(forced):
+            raise ValueError(f"the kept prefix ({kept / fps:g} s) must be at least {self.frames_per_code / fps:g} s and "
+                             f"shorter than the output ({min(forced) / fps:g} s)")  # fmt: skip
+        source = torch.from_numpy(plan.source[: num_codes * self.frames_per_code]).to(self._execution_device)[None]
+        normalised = self.normalizer.normalize(source.to(self.normalizer.mean.dtype)).to(self.vqvae.dtype)
+        codes = self.vqvae.encode(normalised.to(self.vqvae.device)).reshape(1, -1)
+        return codes.expand(batch, -1).to(self._execution_device), plan
 
     @property
     def interrupt(self) -> bool:
