@@ -67,11 +67,11 @@ def toy_clip(kind: str, frames: int, rng: np.random.Generator, fps: float = FPS)
     return values + rng.normal(0, 0.005, values.shape).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def trained(text_encoder) -> Express4DMDMPipeline:
-    """A tiny MDM denoiser trained on the toy corpus (x0 objective, 10% text dropout), sampled with DDIM."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
+def train_toy_pipeline(text_encoder, steps: int = TRAIN_STEPS, seed: int = 0) -> Express4DMDMPipeline:
+    """A tiny MDM denoiser trained on the toy corpus (x0 objective, 10% text dropout), sampled with DDIM.
+    (bench/edit_figure.py uses it for the README's before/after picture.)"""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     kinds = list(TOY_PROMPTS)
     clips = [(k, toy_clip(k, 60, rng)) for _ in range(64) for k in kinds]
     everything = np.concatenate([v for _, v in clips])
@@ -86,20 +86,25 @@ def trained(text_encoder) -> Express4DMDMPipeline:
     labels = torch.tensor([kinds.index(k) for k, _ in clips])
     schedule = default_scheduler()
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=2e-3)
-    g = gen(0)
+    g = gen(seed)
     denoiser.train()
-    for _ in range(TRAIN_STEPS):
+    for _ in range(steps):
         rows = torch.randint(0, len(motion), (32,), generator=g)
-        x0, steps = motion[rows], torch.randint(0, 1000, (32,), generator=g)
-        noisy = schedule.add_noise(x0, torch.randn(x0.shape, generator=g), steps)
+        x0, t = motion[rows], torch.randint(0, 1000, (32,), generator=g)
+        noisy = schedule.add_noise(x0, torch.randn(x0.shape, generator=g), t)
         drop = torch.rand(32, generator=g) < 0.1
-        loss = (denoiser(noisy, steps, text[labels[rows]], cond_drop_mask=drop) - x0).square().mean()
+        loss = (denoiser(noisy, t, text[labels[rows]], cond_drop_mask=drop) - x0).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     denoiser.eval()
     pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def trained(text_encoder) -> Express4DMDMPipeline:
+    return train_toy_pipeline(text_encoder)
 
 
 @pytest.fixture(scope="module")
