@@ -146,7 +146,7 @@ def seam_weights(keep: np.ndarray, blend_frames: int) -> np.ndarray:
     ``blend_frames`` frames on either side of each kept run (per channel, along time), 0 beyond.
 
     >>> w = seam_weights(np.array([True, True, False, False, False, False])[:, None], 3)
-    >>> np.round(w[:, 0], 3).tolist()
+    >>> np.round(w[:, 0].astype(float), 3).tolist()
     [1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
     """
     keep = np.asarray(keep, dtype=bool)
@@ -163,7 +163,7 @@ def seam_weights(keep: np.ndarray, blend_frames: int) -> np.ndarray:
     following = np.minimum.accumulate(following[::-1], axis=0)[::-1]
     distance = np.minimum(index - last, following - index).astype(np.float32)
     ramp = 0.5 * (1.0 + np.cos(np.pi * distance / (blend_frames + 1)))
-    return np.where(distance <= blend_frames, ramp, 0.0).astype(np.float32) * (1 - keep) + keep
+    return np.where(keep, 1.0, np.where(distance <= blend_frames, ramp, 0.0)).astype(np.float32)
 
 
 @dataclass
