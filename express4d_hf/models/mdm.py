@@ -8,6 +8,13 @@ branch needs no extra parameters. Frames past each clip's length are excluded fr
 key-padding mask, so a clip's output does not depend on how much padding its batch carries. Attention is
 ``F.scaled_dot_product_attention`` (fused kernels on GPU and CPU).
 
+The order-aware variant (``text_conditioning="tokens"``, presets ``tiny_order`` and ``paper_order``) keeps
+the pooled condition token and, in every layer, lets the frame tokens also attend to the text encoder's token
+states (cross-attention through the layer's attention: the projected token states, with their own positions,
+are extra keys and values; padding tokens are masked). A pooled vector of "X and then Y" is nearly the
+vector of "Y and then X"; the token states keep the order. Classifier-free guidance drops the whole token
+sequence (every text key masked) as well as the pooled vector.
+
 >>> import torch
 >>> model = MDMDenoiser.from_preset("tiny").eval()
 >>> x = torch.randn(2, 30, 61)
@@ -43,6 +50,10 @@ MDM_PRESETS: dict[str, dict] = {
     "tiny": dict(num_layers=3, hidden_size=128, num_heads=4, ff_size=256, dropout=0.0, attention_dropout=0.0,
                  frames_per_token=4, output_smoothing=9),
 }  # fmt: skip
+# The order-aware variant of each size: the same network attending to the text's token states.
+MDM_PRESETS["paper_order"] = dict(MDM_PRESETS["paper"], text_conditioning="tokens")
+MDM_PRESETS["tiny_order"] = dict(MDM_PRESETS["tiny"], text_conditioning="tokens")
+TEXT_CONDITIONINGS = ("pooled", "tokens")
 
 
 def sinusoidal_positions(num_positions: int, dim: int) -> torch.Tensor:
@@ -65,11 +76,14 @@ class MDMBlock(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_heads: int, ff_size: int, dropout: float, attention_dropout: float,
-                 activation: str, norm_first: bool = True):  # fmt: skip
+                 activation: str, norm_first: bool = True, text_memory: bool = False):  # fmt: skip
         super().__init__()
         self.num_heads, self.attention_dropout, self.norm_first = num_heads, attention_dropout, norm_first
         self.norm1 = nn.LayerNorm(hidden_size)
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        # Order-aware variant: the text token states as extra keys/values of this layer's attention.
+        self.norm_memory = nn.LayerNorm(hidden_size) if text_memory else None
+        self.memory_kv = nn.Linear(hidden_size, 2 * hidden_size) if text_memory else None
         self.attn_out = nn.Linear(hidden_size, hidden_size)
         self.norm2 = nn.LayerNorm(hidden_size)
         self.ff_in = nn.Linear(hidden_size, ff_size)
@@ -77,9 +91,14 @@ class MDMBlock(nn.Module):
         self.activation = {"gelu": nn.GELU(), "relu": nn.ReLU(), "silu": nn.SiLU()}[activation]
         self.dropout = nn.Dropout(dropout)
 
-    def _attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def _attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """``memory [B, M, H]``: (normalised) text token states placed before the sequence's keys (``attn_mask``
+        covers ``M + length`` keys then)."""
         batch, length, width = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if memory is not None:
+            mk, mv = self.memory_kv(memory).view(batch, memory.shape[1], 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+            k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
@@ -88,11 +107,14 @@ class MDMBlock(nn.Module):
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.ff_out(self.dropout(self.activation(self.ff_in(x)))))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """``memory [B, M, H]``: text token states (order-aware variant), extra keys/values of the attention."""
+        if memory is not None:
+            memory = self.norm_memory(memory)
         if self.norm_first:
-            x = x + self._attention(self.norm1(x), attn_mask)
+            x = x + self._attention(self.norm1(x), attn_mask, memory)
             return x + self._feed_forward(self.norm2(x))
-        x = self.norm1(x + self._attention(x, attn_mask))
+        x = self.norm1(x + self._attention(x, attn_mask, memory))
         return self.norm2(x + self._feed_forward(x))
 
 
@@ -115,6 +137,12 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         norm_first: pre-norm layers (True, the default) or post-norm layers (False: ``nn.TransformerEncoderLayer``'s
             default, which the official MDM checkpoints use).
         final_layer_norm: a LayerNorm after the last layer (True, the default; the official MDM has none).
+        text_conditioning: ``"pooled"`` (MDM: one pooled sentence vector in the condition token) or
+            ``"tokens"`` (order-aware: the condition token as before, plus the text encoder's token states as
+            keys/values of every layer's attention; ``forward`` then needs ``encoder_token_states``).
+        max_text_tokens: longest token sequence the text positions cover (``"tokens"`` only).
+        text_token_dim: width of the token states (``"tokens"`` only; None = ``text_dim``; CLIP's projected
+            pooled vector can be narrower or wider than its token states).
     """
 
     _supports_gradient_checkpointing = False
@@ -137,8 +165,13 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         output_smoothing: int = 0,
         norm_first: bool = True,
         final_layer_norm: bool = True,
+        text_conditioning: str = "pooled",
+        max_text_tokens: int = 64,
+        text_token_dim: int | None = None,
     ):
         super().__init__()
+        if text_conditioning not in TEXT_CONDITIONINGS:
+            raise ValueError(f"text_conditioning must be one of {TEXT_CONDITIONINGS}, got {text_conditioning!r}")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
         if frames_per_token < 1:
@@ -156,8 +189,13 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         max_tokens = -(-max_frames // frames_per_token)
         self.register_buffer("positions", sinusoidal_positions(max_tokens + 1, hidden_size), persistent=False)
         self.input_dropout = nn.Dropout(dropout)
+        self.uses_text_tokens = text_conditioning == "tokens"
+        if self.uses_text_tokens:
+            self.text_token_proj = nn.Linear(text_token_dim or text_dim, hidden_size)
+            self.register_buffer("text_positions", sinusoidal_positions(max_text_tokens, hidden_size), persistent=False)
         self.layers = nn.ModuleList(
-            MDMBlock(hidden_size, num_heads, ff_size, dropout, attention_dropout, activation, norm_first)
+            MDMBlock(hidden_size, num_heads, ff_size, dropout, attention_dropout, activation, norm_first,
+                     self.uses_text_tokens)  # fmt: skip
             for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(hidden_size) if final_layer_norm else nn.Identity()
@@ -179,6 +217,30 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
             raise ValueError(f"unknown MDM preset {name!r}; choose one of {sorted(MDM_PRESETS)}")
         return cls(**{**MDM_PRESETS[name], **overrides})
 
+    def _text_memory(self, states, mask, drop, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected token states with their positions ``[B, L, H]`` and which of them to attend to ``[B, L]``."""
+        if states is None:
+            raise ValueError(
+                "this MDMDenoiser is order-aware (text_conditioning='tokens'): pass encoder_token_states "
+                "[B, L, text_dim] (and encoder_attention_mask) from the text encoder"
+            )
+        width = self.config.text_token_dim or self.config.text_dim
+        if states.ndim != 3 or states.shape[0] != batch or states.shape[2] != width:
+            raise ValueError(f"encoder_token_states must be [{batch}, L, {width}], got {tuple(states.shape)}")
+        length = states.shape[1]
+        if length > self.config.max_text_tokens:
+            raise ValueError(f"{length} text tokens; the model covers at most {self.config.max_text_tokens}")
+        if mask is None:
+            mask = torch.ones(batch, length, dtype=torch.bool, device=states.device)
+        elif mask.shape != (batch, length):
+            raise ValueError(f"encoder_attention_mask must be [{batch}, {length}], got {tuple(mask.shape)}")
+        keep = mask.to(device=states.device, dtype=torch.bool)
+        if drop is not None:  # classifier-free guidance drops the whole sequence
+            keep = keep & ~drop.to(device=states.device, dtype=torch.bool)[:, None]
+        states = states.to(self.text_token_proj.weight.dtype) * keep[..., None].to(self.text_token_proj.weight.dtype)
+        memory = self.text_token_proj(states) + self.text_positions[:length].to(self.text_token_proj.weight.dtype)
+        return memory, keep
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -186,6 +248,8 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         encoder_hidden_states: torch.Tensor,
         frame_mask: torch.Tensor | None = None,
         cond_drop_mask: torch.Tensor | None = None,
+        encoder_token_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the clean motion.
 
@@ -194,7 +258,11 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
             timestep: diffusion step(s), ``[B]`` or a scalar.
             encoder_hidden_states: pooled text embeddings ``[B, text_dim]``.
             frame_mask: ``[B, T]`` bool, True on frames inside each clip (None = all valid).
-            cond_drop_mask: ``[B]`` bool, True where the text is dropped (unconditional branch of CFG).
+            cond_drop_mask: ``[B]`` bool, True where the text is dropped (unconditional branch of CFG): the
+                pooled vector is zeroed and, in the order-aware variant, every text token is masked.
+            encoder_token_states: ``[B, L, text_dim]`` the text encoder's token states (order-aware variant
+                only; required there, ignored otherwise).
+            encoder_attention_mask: ``[B, L]`` bool, True on real tokens (None = all real).
 
         Returns:
             ``x0`` prediction ``[B, T, num_channels]`` (values past each clip's length are meaningless).
@@ -209,6 +277,9 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
                 f"encoder_hidden_states must be pooled text embeddings [{batch}, {self.config.text_dim}], "
                 f"got {tuple(encoder_hidden_states.shape)}"
             )
+        memory, memory_keep = None, None
+        if self.uses_text_tokens:
+            memory, memory_keep = self._text_memory(encoder_token_states, encoder_attention_mask, cond_drop_mask, batch)
         if frame_mask is not None:
             if frame_mask.shape != (batch, frames):
                 raise ValueError(f"frame_mask must be [{batch}, {frames}], got {tuple(frame_mask.shape)}")
@@ -233,13 +304,20 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         tokens = torch.cat([cond, self.input_proj(packed)], dim=1)
         tokens = self.input_dropout(tokens + self.positions[: num_tokens + 1].to(tokens.dtype))
         attn_mask = None
-        if frame_mask is not None:
-            token_mask = F.pad(frame_mask, (0, num_tokens * pack - frames)).view(batch, num_tokens, pack).any(-1)
+        if frame_mask is not None or memory_keep is not None:
+            if frame_mask is not None:
+                token_mask = F.pad(frame_mask, (0, num_tokens * pack - frames)).view(batch, num_tokens, pack).any(-1)
+            else:
+                token_mask = torch.ones(batch, num_tokens, dtype=torch.bool, device=sample.device)
             # True = attend; the condition token is always visible, so no row is fully masked.
             keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=sample.device), token_mask], 1)
+            if memory_keep is not None:  # text keys come first
+                keep = torch.cat([memory_keep, keep], 1)
             attn_mask = keep[:, None, None, :]
+        if memory is not None:
+            memory = memory.to(tokens.dtype)
         for layer in self.layers:
-            tokens = layer(tokens, attn_mask)
+            tokens = layer(tokens, attn_mask, memory)
         hidden = self.final_norm(tokens)
         output = self.output_proj(hidden[:, 1:]).reshape(batch, num_tokens * pack, channels)
         if self.output_smoother is not None:

@@ -11,7 +11,10 @@ upstream T2M-GPT recipe (github.com/Mael-zys/T2M-GPT) adapted to 61 ARKit channe
 * :class:`T2MGPT` — a causal transformer over ``[text token; motion codes; end token]`` whose first token is
   the projected pooled sentence embedding; it predicts the next code or the end token. Training corrupts a
   fraction ``tau`` of the input codes with random codes (upstream's trick against exposure bias). A
-  key-value cache makes batched autoregressive decoding linear in the sequence length.
+  key-value cache makes batched autoregressive decoding linear in the sequence length. Its order-aware variant
+  (``text_conditioning="tokens"``, presets ``tiny_order`` / ``paper_order``) also attends, in every layer, to
+  the text encoder's token states (extra keys/values ahead of the sequence, padding masked), so "X then Y"
+  and "Y then X" condition it differently.
 
 >>> vq = MotionVQVAE.from_preset("tiny")
 >>> codes = vq.encode(torch.zeros(2, 40, 61))
@@ -360,45 +363,68 @@ GPT_PRESETS: dict[str, dict] = {
     # preset keeps the recipe but shrinks the model to 8 layers x 512 (8 heads, ~25M parameters) with more dropout.
     "paper": dict(hidden_size=512, num_layers=8, num_heads=8, dropout=0.2),
 }
+# The order-aware variant of each size: the same GPT attending to the text's token states.
+GPT_PRESETS["paper_order"] = dict(GPT_PRESETS["paper"], text_conditioning="tokens")
+GPT_PRESETS["tiny_order"] = dict(GPT_PRESETS["tiny"], text_conditioning="tokens")
+TEXT_CONDITIONINGS = ("pooled", "tokens")
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float):
+    """Causal self-attention with a key-value cache; optionally with a text memory: ``memory_kv`` keys/values
+    of the text token states placed ahead of the sequence (visible to every position, padding masked) and kept
+    at the front of the cache."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, text_memory: bool = False):
         super().__init__()
         self.num_heads, self.dropout = num_heads, dropout
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
         self.resid_dropout = nn.Dropout(dropout)
+        self.memory_kv = nn.Linear(hidden_size, 2 * hidden_size) if text_memory else None
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None):  # fmt: skip
+        """``memory [B, M, H]`` (first pass only; later passes find it in ``past``) and ``memory_mask [B, M]``
+        (every pass, True on real text tokens) when the model attends to text tokens."""
         batch, steps, width = x.shape
-        q, k, v = self.qkv(x).view(batch, steps, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4)
+        heads = self.num_heads
+        q, k, v = self.qkv(x).view(batch, steps, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+        prefix = 0 if memory_mask is None else memory_mask.shape[1]
+        if memory is not None:
+            mk, mv = self.memory_kv(memory).view(batch, prefix, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
+            k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)
         past_len = 0
         if past is not None:
-            past_len = past[0].shape[2]
+            past_len = past[0].shape[2] - prefix
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        if past_len == 0:
-            mask, causal = None, True
+        if prefix:
+            causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len)
+            text = memory_mask.to(device=x.device, dtype=torch.bool)[:, None, None, :].expand(batch, 1, steps, prefix)
+            mask, is_causal = torch.cat([text, causal[None, None].expand(batch, 1, steps, -1)], dim=-1), False
+        elif past_len == 0:
+            mask, is_causal = None, True
         elif steps == 1:
-            mask, causal = None, False  # one new token attends to everything before it
+            mask, is_causal = None, False  # one new token attends to everything before it
         else:
-            mask, causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len), False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
+            mask, is_causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len), False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(batch, steps, width)
         return self.resid_dropout(self.proj(y)), (k, v)
 
 
 class GPTBlock(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, ff_mult: int, dropout: float):
+    def __init__(self, hidden_size: int, num_heads: int, ff_mult: int, dropout: float, text_memory: bool = False):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(hidden_size), nn.LayerNorm(hidden_size)
-        self.attn = CausalSelfAttention(hidden_size, num_heads, dropout)
+        self.ln_memory = nn.LayerNorm(hidden_size) if text_memory else None
+        self.attn = CausalSelfAttention(hidden_size, num_heads, dropout, text_memory)
         self.mlp = nn.Sequential(
             nn.Linear(hidden_size, ff_mult * hidden_size), nn.GELU(), nn.Linear(ff_mult * hidden_size, hidden_size), nn.Dropout(dropout)
         )
 
-    def forward(self, x: torch.Tensor, past=None):
-        attended, present = self.attn(self.ln1(x), past)
+    def forward(self, x: torch.Tensor, past=None, memory=None, memory_mask=None):
+        memory = self.ln_memory(memory) if memory is not None else None
+        attended, present = self.attn(self.ln1(x), past, memory, memory_mask)
         x = x + attended
         return x + self.mlp(self.ln2(x)), present
 
@@ -424,6 +450,11 @@ class T2MGPT(ModelMixin, ConfigMixin):
             parameters for 23k clips); Express4D has ~1.2k clips, on which that size memorises the training
             set, so the ``paper`` preset is ~10x smaller with stronger dropout (see ``GPT_PRESETS``).
         max_codes: longest code sequence (196 frames / 4 = 49).
+        text_conditioning: ``"pooled"`` (upstream: the pooled sentence vector as the first token) or
+            ``"tokens"`` (order-aware: that first token plus, in every layer, the text encoder's token states
+            as extra keys/values; ``forward`` then needs ``text_token_states`` and ``text_mask``).
+        max_text_tokens: longest token sequence the text positions cover (``"tokens"`` only).
+        text_token_dim: width of the token states (``"tokens"`` only; None = ``text_dim``).
     """
 
     @register_to_config
@@ -437,18 +468,31 @@ class T2MGPT(ModelMixin, ConfigMixin):
         ff_mult: int = 4,
         dropout: float = 0.2,
         max_codes: int = MAX_FRAMES // 4,
+        text_conditioning: str = "pooled",
+        max_text_tokens: int = 64,
+        text_token_dim: int | None = None,
     ):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if text_conditioning not in TEXT_CONDITIONINGS:
+            raise ValueError(f"text_conditioning must be one of {TEXT_CONDITIONINGS}, got {text_conditioning!r}")
+        self.uses_text_tokens = text_conditioning == "tokens"
         self.text_proj = nn.Linear(text_dim, hidden_size)
+        if self.uses_text_tokens:
+            self.text_token_proj = nn.Linear(text_token_dim or text_dim, hidden_size)
+            self.text_position_embedding = nn.Parameter(torch.zeros(1, max_text_tokens, hidden_size))
         self.code_embedding = nn.Embedding(num_codes + 2, hidden_size)  # codes, end, pad
         self.position_embedding = nn.Parameter(torch.zeros(1, max_codes + 1, hidden_size))
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(GPTBlock(hidden_size, num_heads, ff_mult, dropout) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(
+            GPTBlock(hidden_size, num_heads, ff_mult, dropout, self.uses_text_tokens) for _ in range(num_layers)
+        )
         self.ln_f = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_codes + 1, bias=False)  # codes + end
         self.apply(self._init_weights)
+        if self.uses_text_tokens:
+            nn.init.normal_(self.text_position_embedding, std=0.02)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -471,15 +515,35 @@ class T2MGPT(ModelMixin, ConfigMixin):
     def pad_token_id(self) -> int:
         return self.config.num_codes + 1
 
-    def forward(self, codes: torch.Tensor, text_embeds: torch.Tensor | None = None, past_key_values=None, use_cache: bool = False):
+    def forward(self, codes: torch.Tensor, text_embeds: torch.Tensor | None = None, past_key_values=None,
+                use_cache: bool = False, text_token_states: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None):  # fmt: skip
         """Next-token logits.
 
         Without ``past_key_values``: the sequence is ``[text token; codes]`` and the logits are
         ``[B, S + 1, num_codes + 1]`` (``text_embeds [B, text_dim]`` required). With a cache: ``codes`` are the
         new tokens only and the logits ``[B, S, num_codes + 1]`` continue where the cache stops.
+        The order-aware variant also needs ``text_token_states [B, L, text_dim]`` on the first pass and
+        ``text_mask [B, L]`` (True on real tokens; None = all real) on every pass.
         Returns ``(logits, cache)``; the cache is a list of per-layer ``(keys, values)`` when ``use_cache``.
         """
-        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        memory, prefix = None, 0
+        if self.uses_text_tokens:
+            if text_mask is None:
+                if text_token_states is None:
+                    raise ValueError("this T2MGPT is order-aware (text_conditioning='tokens'): pass text_token_states "
+                                     "on the first pass and text_mask on every pass")  # fmt: skip
+                text_mask = torch.ones(text_token_states.shape[:2], dtype=torch.bool, device=codes.device)
+            prefix = text_mask.shape[1]
+            if prefix > self.config.max_text_tokens:
+                raise ValueError(f"{prefix} text tokens; the model covers at most {self.config.max_text_tokens}")
+            if past_key_values is None:
+                if text_token_states is None or text_token_states.shape[:2] != text_mask.shape:
+                    raise ValueError("the first pass needs text_token_states [B, L, text_dim] matching text_mask [B, L]")
+                states = text_token_states.to(self.text_token_proj.weight.dtype)
+                memory = self.text_token_proj(states * text_mask[..., None].to(states.dtype))
+                memory = memory + self.text_position_embedding[:, :prefix]
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2] - prefix
         x = self.code_embedding(codes)
         if past_key_values is None:
             if text_embeds is None:
@@ -488,9 +552,12 @@ class T2MGPT(ModelMixin, ConfigMixin):
         if past_len + x.shape[1] > self.position_embedding.shape[1]:
             raise ValueError(f"sequence of {past_len + x.shape[1]} tokens exceeds the model's {self.position_embedding.shape[1]}")
         x = self.drop(x + self.position_embedding[:, past_len : past_len + x.shape[1]])
+        if memory is not None:
+            memory = self.drop(memory.to(x.dtype))
         presents = []
         for i, block in enumerate(self.blocks):
-            x, present = block(x, None if past_key_values is None else past_key_values[i])
+            x, present = block(x, None if past_key_values is None else past_key_values[i], memory,
+                               text_mask if self.uses_text_tokens else None)  # fmt: skip
             presents.append(present)
         logits = self.head(self.ln_f(x))
         return logits, (presents if use_cache else None)
@@ -524,10 +591,11 @@ class T2MGPT(ModelMixin, ConfigMixin):
         accuracy = ((logits.argmax(-1) == target) & valid).sum() / valid.sum().clamp_min(1)
         return GPTLosses(loss, accuracy.float())
 
-    def compute_loss(self, codes: torch.Tensor, lengths: torch.Tensor, text_embeds: torch.Tensor, tau: float = 0.0) -> GPTLosses:
+    def compute_loss(self, codes: torch.Tensor, lengths: torch.Tensor, text_embeds: torch.Tensor, tau: float = 0.0,
+                     text_token_states: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> GPTLosses:  # fmt: skip
         """Cross-entropy of ``[codes; end]`` given the text; ``codes [B, S]`` valid up to ``lengths``."""
         inputs, target = self.training_sequences(codes, lengths, tau if self.training else 0.0)
-        logits, _ = self(inputs, text_embeds)
+        logits, _ = self(inputs, text_embeds, text_token_states=text_token_states, text_mask=text_mask)
         return self.loss_from_logits(logits, target)
 
     @torch.no_grad()
@@ -545,6 +613,8 @@ class T2MGPT(ModelMixin, ConfigMixin):
         use_cache: bool = True,
         on_token=None,
         prefix_codes: torch.Tensor | None = None,
+        text_token_states: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Sample one code sequence per row of ``text_embeds [B, text_dim]`` (batched, in lockstep).
 
@@ -557,6 +627,7 @@ class T2MGPT(ModelMixin, ConfigMixin):
         the sampling, or ``{"stop": True}`` to end every row now.
         ``prefix_codes`` ``[B, P]`` (codes in ``[0, num_codes)``) continues given codes: they are fed after the text
         token and sampling starts at position ``P`` (``min_codes`` / ``max_codes`` count them; ``max_codes > P``).
+        The order-aware variant needs ``text_token_states [B, L, H]`` and ``text_mask [B, L]`` too.
         Returns a list of 1-D long tensors (codes only, no end token; the prefix included).
         """
         batch = text_embeds.shape[0]
@@ -577,12 +648,15 @@ class T2MGPT(ModelMixin, ConfigMixin):
             if int(max_codes.min()) <= tokens.shape[1]:
                 raise ValueError(f"max_codes must exceed the {tokens.shape[1]} prefix codes for every row")
         cache = None
+        if self.uses_text_tokens and text_mask is None and text_token_states is not None:
+            text_mask = torch.ones(text_token_states.shape[:2], dtype=torch.bool, device=device)
         for step in range(tokens.shape[1], int(max_codes.max())):
             if use_cache:
                 new = tokens if cache is None else tokens[:, -1:]
-                logits, cache = self(new, text_embeds if cache is None else None, past_key_values=cache, use_cache=True)
+                logits, cache = self(new, text_embeds if cache is None else None, past_key_values=cache, use_cache=True,
+                                     text_token_states=text_token_states if cache is None else None, text_mask=text_mask)  # fmt: skip
             else:
-                logits, _ = self(tokens, text_embeds)
+                logits, _ = self(tokens, text_embeds, text_token_states=text_token_states, text_mask=text_mask)
             logits = logits[:, -1].float()
             logits[:, self.end_token_id] = torch.where(
                 step < min_codes, torch.full_like(logits[:, 0], -math.inf), logits[:, self.end_token_id]

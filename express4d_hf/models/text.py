@@ -7,6 +7,7 @@ Nothing here downloads by default: the default weights come from the ``gt-all-mi
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -107,8 +108,66 @@ def tokenize_prompts(tokenizer, prompts: list[str], device: torch.device | str |
     return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def pool_token_states(model, **tokens: torch.Tensor):
-    """``(pooled [B, D], tokens [B, L, D], mask [B, L] bool)`` for a :func:`tokenize_prompts` batch.
+class TextEncoding(NamedTuple):
+    """What a frozen text encoder gives for a batch of prompts (:func:`encode_prompts`).
+
+    Attributes:
+        pooled: ``[B, D]`` one vector per prompt (by :func:`text_pooling`: the masked mean of the token states,
+            or CLIP's projected end-of-text state). The paper-faithful baselines condition on it.
+        states: ``[B, L, H]`` the last layer's token states (contextual, in token order; ``H`` is
+            :func:`text_token_size`). The order-aware variants attend to them.
+        mask: ``[B, L]`` bool, True on real tokens (False on padding).
+
+    It unpacks like the ``(pooled, states, mask)`` tuple it replaces.
+    """
+
+    pooled: torch.Tensor
+    states: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> TextEncoding:
+        """Moved to ``device``; ``pooled`` and ``states`` cast to ``dtype`` (the mask stays bool)."""
+        return TextEncoding(self.pooled.to(device=device, dtype=dtype), self.states.to(device=device, dtype=dtype),
+                            self.mask.to(device=device))  # fmt: skip
+
+    def repeat_interleave(self, repeats: int) -> TextEncoding:
+        """Each prompt ``repeats`` times in a row (``num_motions_per_prompt``)."""
+        return TextEncoding(*(t.repeat_interleave(repeats, dim=0) for t in self))
+
+    def padded_to(self, length: int) -> TextEncoding:
+        """Token states and mask padded (zeros, False) or cut to ``length`` tokens."""
+        current = self.states.shape[1]
+        if length <= current:
+            return TextEncoding(self.pooled, self.states[:, :length], self.mask[:, :length])
+        extra = length - current
+        return TextEncoding(self.pooled, torch.nn.functional.pad(self.states, (0, 0, 0, extra)),
+                            torch.nn.functional.pad(self.mask, (0, extra)))  # fmt: skip
+
+    @staticmethod
+    def empty_like(other: TextEncoding) -> TextEncoding:
+        """The "no text" encoding of classifier-free guidance's unconditional branch: zero vectors and an
+        all-False mask (every token dropped), shaped like ``other``."""
+        return TextEncoding(torch.zeros_like(other.pooled), torch.zeros_like(other.states),
+                            torch.zeros_like(other.mask))  # fmt: skip
+
+    @staticmethod
+    def cat(encodings: list[TextEncoding]) -> TextEncoding:
+        """Concatenate along the batch, padding the token axis to the longest."""
+        length = max(e.states.shape[1] for e in encodings)
+        padded = [e.padded_to(length) for e in encodings]
+        return TextEncoding(*(torch.cat([p[i] for p in padded]) for i in range(3)))
+
+
+def text_token_size(model) -> int:
+    """Width of the token states (:attr:`TextEncoding.states`); in CLIP mode it can differ from the pooled
+    width :func:`text_hidden_size` (the projection's)."""
+    config = model.config
+    return int(getattr(config, "hidden_size", None) or config.text_config.hidden_size)
+
+
+def pool_token_states(model, **tokens: torch.Tensor) -> TextEncoding:
+    """:class:`TextEncoding` ``(pooled [B, D], states [B, L, H], mask [B, L] bool)`` of a
+    :func:`tokenize_prompts` batch.
 
     Token states of the last layer and, by :func:`text_pooling`, their masked mean (the sentence-transformers
     pooling of MiniLM) or, for ``CLIPTextModelWithProjection``, the projected end-of-text state (CLIP's
@@ -118,16 +177,19 @@ def pool_token_states(model, **tokens: torch.Tensor):
     states = output.last_hidden_state
     mask = tokens["attention_mask"].bool()
     if text_pooling(model) == CLIP_PROJECTED_POOLING:
-        return output.text_embeds, states, mask
+        return TextEncoding(output.text_embeds, states, mask)
     weights = mask.unsqueeze(-1).to(states.dtype)
     pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-    return pooled, states, mask
+    return TextEncoding(pooled, states, mask)
 
 
 @torch.no_grad()
-def encode_prompts(tokenizer, model, prompts: list[str], max_length: int | None = None):
+def encode_prompts(tokenizer, model, prompts: list[str], max_length: int | None = None) -> TextEncoding:
     """Encode prompts with a frozen text encoder: :func:`tokenize_prompts` then :func:`pool_token_states`
-    (``max_length`` defaults to :func:`prompt_max_tokens`)."""
+    (``max_length`` defaults to :func:`prompt_max_tokens`).
+
+    Returns a :class:`TextEncoding`: the pooled vector, the token states and their mask.
+    """
     device = next(model.parameters()).device
     max_length = prompt_max_tokens(model) if max_length is None else max_length
     return pool_token_states(model, **tokenize_prompts(tokenizer, prompts, device, max_length))

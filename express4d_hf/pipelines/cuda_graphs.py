@@ -22,16 +22,18 @@ class RecordedGraph:
 
     graph: Any  # torch.cuda.CUDAGraph
     inputs: dict[str, torch.Tensor]  # static input buffers, read by every replay
-    output: torch.Tensor  # overwritten by every replay
+    output: torch.Tensor | tuple[torch.Tensor, ...]  # overwritten by every replay (a tensor or a tuple of them)
 
-    def replay(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def replay(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:
         for name, value in inputs.items():
             self.inputs[name].copy_(value)
         self.graph.replay()
+        if isinstance(self.output, tuple):
+            return tuple(out.clone() for out in self.output)
         return self.output.clone()  # the next replay overwrites the static output
 
 
-def record_cuda_graph(fn: Callable[..., torch.Tensor], inputs: dict[str, torch.Tensor]) -> RecordedGraph:
+def record_cuda_graph(fn: Callable[..., Any], inputs: dict[str, torch.Tensor]) -> RecordedGraph:
     """Run ``fn(**inputs)`` once to warm up (library handles, kernel choice, compilation), then record it.
 
     ``fn`` must not synchronise with the host (no ``.item()``, no data-dependent shapes) and must read its
@@ -47,6 +49,8 @@ def record_cuda_graph(fn: Callable[..., torch.Tensor], inputs: dict[str, torch.T
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         output = fn(**static)
+    if isinstance(output, tuple):  # a NamedTuple replays as a plain tuple
+        output = tuple(output)
     return RecordedGraph(graph=graph, inputs=static, output=output)
 
 
@@ -68,7 +72,7 @@ class GraphCache:
     def clear(self) -> None:
         self._graphs.clear()
 
-    def run(self, key: Hashable, fn: Callable[..., torch.Tensor], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def run(self, key: Hashable, fn: Callable[..., Any], inputs: dict[str, torch.Tensor]) -> Any:
         """``fn(**inputs)`` through the recording for ``key``, recorded on its first use."""
         recorded = self._graphs.get(key)
         if recorded is None:

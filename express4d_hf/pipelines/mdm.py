@@ -7,7 +7,8 @@ Components (each saved in its own sub-folder by ``save_pretrained`` and reloaded
   training schedule, ``DDPMScheduler(1000 steps, squaredcos_cap_v2)``; DDIM or DPM-Solver++ swap in with
   ``pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`` or :func:`make_scheduler`;
 - ``text_encoder`` + ``tokenizer``: any frozen ``transformers`` encoder (default: all-MiniLM-L6-v2, offline);
-  prompts are mean-pooled into one vector;
+  prompts are mean-pooled into one vector; an order-aware denoiser (``text_conditioning="tokens"``) also gets
+  the token states and their mask (the unconditional branch masks every token);
 - ``normalizer``: :class:`~express4d_hf.models.normalizer.MotionNormalizer`, the training stats.
 
 Unlike the official code, a free-text prompt gets the length you ask for (``num_frames`` or ``duration_s``,
@@ -38,7 +39,7 @@ from ..core.constants import DIFFUSION_SAMPLERS, MAX_FRAMES, MIN_FRAMES
 from ..core.motion import FaceMotion
 from ..models.mdm import MDMDenoiser
 from ..models.normalizer import MotionNormalizer
-from ..models.text import encode_prompts, load_text_encoder, pool_token_states, prompt_max_tokens, tokenize_prompts
+from ..models.text import TextEncoding, encode_prompts, load_text_encoder, pool_token_states, prompt_max_tokens, tokenize_prompts
 from .common import (
     ModelCardMixin,
     MotionBatchOutput,
@@ -261,22 +262,34 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         )
 
     # -- text ------------------------------------------------------------------------------------------
+    @property
+    def uses_text_tokens(self) -> bool:
+        """True when the denoiser is the order-aware variant (it attends to the token states)."""
+        return getattr(self.denoiser.config, "text_conditioning", "pooled") == "tokens"
+
     @torch.no_grad()
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device."""
+    def encode_text(self, prompts: list[str], return_tokens: bool = False) -> torch.Tensor | TextEncoding:
+        """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device; with
+        ``return_tokens`` the whole :class:`~express4d_hf.text.TextEncoding` (pooled, token states, mask)."""
         device = self.text_encoder.device
         if self._fast_sampling and device.type == "cuda":  # one recording per batch size: fixed-length tokens
             tokens = self._recorded_text_tokens(prompts, device)
-            key = ("text", tuple(tokens["input_ids"].shape), self._weights_key("text_encoder"))
-            pooled = self._graphs.run(key, self._recorded_text_encoder, tokens)
+            key = ("text", return_tokens, tuple(tokens["input_ids"].shape), self._weights_key("text_encoder"))
+            if return_tokens:  # the order-aware denoiser's token states come out of the recording too
+                pooled, states = self._graphs.run(key, self._recorded_text_encoder_with_tokens, tokens)
+                encoding = TextEncoding(pooled, states, tokens["attention_mask"].bool())
+            else:
+                pooled = self._graphs.run(key, self._recorded_text_encoder, tokens)
+                encoding = TextEncoding(pooled, pooled[:, None], torch.ones_like(pooled[:, :1], dtype=torch.bool))
         else:
-            pooled, _, _ = encode_prompts(self.tokenizer, self.text_encoder, prompts)
-        if pooled.shape[-1] != self.denoiser.config.text_dim:
+            encoding = encode_prompts(self.tokenizer, self.text_encoder, prompts)
+        if encoding.pooled.shape[-1] != self.denoiser.config.text_dim:
             raise ValueError(
-                f"the text encoder gives {pooled.shape[-1]}-d embeddings but the denoiser expects "
+                f"the text encoder gives {encoding.pooled.shape[-1]}-d embeddings but the denoiser expects "
                 f"{self.denoiser.config.text_dim}; use the text encoder the model was trained with"
             )
-        return pooled.float().to(self._execution_device)
+        encoding = encoding.to(self._execution_device, torch.float32)
+        return encoding if return_tokens else encoding.pooled
 
     def _recorded_text_tokens(self, prompts: list[str], device) -> dict[str, torch.Tensor]:
         """The fast path's fixed-length tokens: 64, or CLIP's whole 77-token context in CLIP mode."""
@@ -285,6 +298,11 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
     def _recorded_text_encoder(self, **tokens: torch.Tensor) -> torch.Tensor:
         """What the fast path records: the pooled embedding (CLIP's ``encode_text`` in CLIP mode)."""
         return pool_token_states(self.text_encoder, **tokens)[0]
+
+    def _recorded_text_encoder_with_tokens(self, **tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the fast path records for an order-aware denoiser: the pooled embedding and the token states."""
+        encoding = pool_token_states(self.text_encoder, **tokens)
+        return encoding.pooled, encoding.states
 
     # -- sampling --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -412,21 +430,28 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         run_frames = full_frames if replay else frames  # a recorded loop has one shape: the model's full length
         mask = lengths_mask(lengths, run_frames, device=device)
 
-        cond = self.encode_text(prompts).repeat_interleave(repeat, dim=0)
-        uncond = (
-            torch.zeros_like(cond) if negatives is None else self.encode_text(negatives).repeat_interleave(repeat, 0)
-        )
-        # Without a negative prompt the unconditional branch drops the text, as in training.
+        tokens_mode = self.uses_text_tokens
+
+        def encode(texts: list[str]) -> TextEncoding:
+            if tokens_mode:
+                return self.encode_text(texts, return_tokens=True).repeat_interleave(repeat)
+            pooled = self.encode_text(texts).repeat_interleave(repeat, dim=0)  # the token states are not needed
+            return TextEncoding(pooled, pooled[:, None], torch.ones_like(pooled[:, :1], dtype=torch.bool))
+
+        cond = encode(prompts)
+        # No negative prompt: zero vector and every token masked (the denoiser drops the text, as in training).
+        uncond = TextEncoding.empty_like(cond) if negatives is None else encode(negatives)
         uncond_drop = torch.full((batch,), negatives is None, device=device)
         no_drop = torch.zeros(batch, dtype=torch.bool, device=device)
         if guidance_scale == 1.0:  # conditional only
-            branch_states, branch_drop, branch_mask = cond, no_drop, mask
+            branch, branch_drop, branch_mask = cond, no_drop, mask
         elif guidance_scale == 0.0:  # unconditional only
-            branch_states, branch_drop, branch_mask = uncond, uncond_drop, mask
+            branch, branch_drop, branch_mask = uncond, uncond_drop, mask
         else:  # classifier-free guidance: both branches in one batched forward
-            branch_states = torch.cat([cond, uncond])
+            branch = TextEncoding.cat([cond, uncond])
             branch_drop = torch.cat([no_drop, uncond_drop])
             branch_mask = torch.cat([mask, mask])
+        branch_states = branch.pooled
 
         shape = (batch, frames, channels)
         if latents is None:
@@ -452,6 +477,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 weights[i, : len(plan.source)] = torch.from_numpy(plan.weights).to(device)
             inputs["source"] = self.normalizer.normalize(source_raw).float() * mask[..., None]
             inputs["weights"] = weights
+        if tokens_mode:  # the order-aware denoiser's token states (inputs of a recorded loop, like the rest)
+            inputs.update(tokens=branch.states, token_mask=branch.mask)
         step_kwargs = {"eta": float(eta)} if eta else {}
         if takes_step_noise(self.scheduler, eta):  # drawn up front per clip, like the initial noise
             steps = len(self.scheduler.timesteps)
@@ -500,13 +527,15 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         return bool(getattr(self, "_interrupt", False))
 
     def _denoise(self, latents, states, drop, mask, guidance, rescale=0.0, noise=None, step_kwargs=None,
-                 progress=True, callback=None, source=None, weights=None) -> torch.Tensor:  # fmt: skip
+                 progress=True, callback=None, source=None, weights=None, tokens=None,
+                 token_mask=None) -> torch.Tensor:  # fmt: skip
         """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d
         tensor, ``rescale`` the guidance rescale; ``noise`` ``[steps, B, T, C]`` is the per-step noise of
         :func:`takes_step_noise` samplers; ``step_kwargs`` go to ``scheduler.step``; ``callback`` is
         ``(callback_on_step_end, tensor input names)`` (eager loop only). With ``source`` and
         ``weights`` ``[B, T, C]`` (an edit), every step's clean prediction becomes
-        ``x0 + weights * (source - x0)`` before the scheduler step (MDM's inpainting)."""
+        ``x0 + weights * (source - x0)`` before the scheduler step (MDM's inpainting). ``tokens`` /
+        ``token_mask`` are the text token states of an order-aware denoiser."""
         batch = latents.shape[0]
         guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
         timesteps = self.scheduler.timesteps
@@ -518,7 +547,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             if guided:
                 model_input = torch.cat([model_input, model_input])
             step = torch.full((model_input.shape[0],), int(t), device=latents.device, dtype=torch.long)
-            x0 = self.denoiser(model_input, step, states, frame_mask=mask, cond_drop_mask=drop).float()
+            x0 = self.denoiser(model_input, step, states, frame_mask=mask, cond_drop_mask=drop,
+                               encoder_token_states=tokens, encoder_attention_mask=token_mask).float()
             if guided:
                 x0_cond, x0_uncond = x0.chunk(2)
                 x0 = x0_uncond + guidance * (x0_cond - x0_uncond)
@@ -543,10 +573,11 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                tuple((name, tuple(value.shape)) for name, value in inputs.items()),
                self._weights_key("denoiser"))  # fmt: skip
 
-        def loop(latents, states, drop, mask, guidance, noise=None, source=None, weights=None) -> torch.Tensor:
+        def loop(latents, states, drop, mask, guidance, noise=None, source=None, weights=None, tokens=None,
+                 token_mask=None) -> torch.Tensor:  # fmt: skip
             self.scheduler.set_timesteps(num_inference_steps)
             return self._denoise(latents, states, drop, mask, guidance, rescale, noise, step_kwargs, progress=False,
-                                 source=source, weights=weights)  # fmt: skip
+                                 source=source, weights=weights, tokens=tokens, token_mask=token_mask)  # fmt: skip
 
         guidance = torch.tensor(float(guidance_scale), device=inputs["latents"].device)  # an input: any value replays
         return self._graphs.run(key, loop, {**inputs, "guidance": guidance})
@@ -632,6 +663,8 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 + (f", output smoothing (kernel {cfg.output_smoothing})" if cfg.output_smoothing else "")
                 + ("" if cfg.get("norm_first", True) else ", post-norm layers")
                 + ("" if cfg.get("final_layer_norm", True) else ", no final norm")
+                + (", order-aware: every layer also attends to the text's token states"
+                   if cfg.get("text_conditioning", "pooled") == "tokens" else "")
                 + f"; {params / 1e6:.2f} M parameters"
             ),
             "text_encoder": type(self.text_encoder).__name__,

@@ -28,7 +28,7 @@ from ..core.constants import MAX_FRAMES, MIN_FRAMES
 from ..core.motion import FaceMotion
 from ..models.normalizer import MotionNormalizer
 from ..models.t2m_gpt import T2MGPT, MotionVQVAE
-from ..models.text import encode_prompts, load_text_encoder
+from ..models.text import TextEncoding, encode_prompts, load_text_encoder
 from .common import (
     ModelCardMixin,
     MotionBatchOutput,
@@ -111,16 +111,23 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
         return self.vqvae.downsample
 
     # -- text ------------------------------------------------------------------------------------------
+    @property
+    def uses_text_tokens(self) -> bool:
+        """True when the transformer is the order-aware variant (it attends to the token states)."""
+        return getattr(self.transformer.config, "text_conditioning", "pooled") == "tokens"
+
     @torch.no_grad()
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device."""
-        pooled, _, _ = encode_prompts(self.tokenizer, self.text_encoder, prompts)
-        if pooled.shape[-1] != self.transformer.config.text_dim:
+    def encode_text(self, prompts: list[str], return_tokens: bool = False) -> torch.Tensor | TextEncoding:
+        """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device; with
+        ``return_tokens`` the whole :class:`~express4d_hf.text.TextEncoding` (pooled, token states, mask)."""
+        encoding = encode_prompts(self.tokenizer, self.text_encoder, prompts)
+        if encoding.pooled.shape[-1] != self.transformer.config.text_dim:
             raise ValueError(
-                f"the text encoder gives {pooled.shape[-1]}-d embeddings but the transformer expects "
+                f"the text encoder gives {encoding.pooled.shape[-1]}-d embeddings but the transformer expects "
                 f"{self.transformer.config.text_dim}; use the text encoder the model was trained with"
             )
-        return pooled.float().to(self._execution_device)
+        encoding = encoding.to(self._execution_device, torch.float32)
+        return encoding if return_tokens else encoding.pooled
 
     # -- sampling --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -211,7 +218,9 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
             min_codes = [max(n, prefix.shape[1] + 1) for n in min_codes]
             max_codes = [max(n, prefix.shape[1] + 1) for n in max_codes]
 
-        text = self.encode_text(prompts).repeat_interleave(repeat, dim=0).to(self.transformer.dtype)
+        encoding = self.encode_text(prompts, return_tokens=True).repeat_interleave(repeat)
+        encoding = encoding.to(dtype=self.transformer.dtype)
+        token_kwargs = dict(text_token_states=encoding.states, text_mask=encoding.mask) if self.uses_text_tokens else {}
         self._interrupt = False
         on_token = None
         if callback_on_step_end is not None:
@@ -221,8 +230,8 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
                 return {"tokens": outputs.get("tokens"), "stop": self.interrupt}
 
         codes = self.transformer.generate(
-            text, min_codes=min_codes, max_codes=max_codes, temperature=float(temperature), top_k=top_k, top_p=top_p,
-            generator=generator, on_token=on_token, prefix_codes=prefix,
+            encoding.pooled, min_codes=min_codes, max_codes=max_codes, temperature=float(temperature), top_k=top_k,
+            top_p=top_p, generator=generator, on_token=on_token, prefix_codes=prefix, **token_kwargs,
         )  # fmt: skip
         if output_type == "codes":
             self.maybe_free_model_hooks()
@@ -323,7 +332,10 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
             "gpt_architecture": (
                 f"causal transformer, {gpt.num_layers} layers x {gpt.hidden_size} wide, {gpt.num_heads} heads, "
                 f"feed-forward x{gpt.ff_mult}, dropout {gpt.dropout}; up to {gpt.max_codes} codes "
-                f"({gpt.max_codes * 2 ** vq.down_t} frames); {gpt_params / 1e6:.2f} M parameters"
+                f"({gpt.max_codes * 2 ** vq.down_t} frames)"
+                + ("; order-aware: every layer also attends to the text's token states"
+                   if getattr(gpt, "text_conditioning", "pooled") == "tokens" else "")
+                + f"; {gpt_params / 1e6:.2f} M parameters"
             ),
             "text_encoder": Path(str(encoder)).name or str(encoder),
             "text_dim": gpt.text_dim,

@@ -385,21 +385,29 @@ def _batch_size(batch: Any) -> int:
 
 # --- text embedding cache -------------------------------------------------------------------------------
 @torch.no_grad()
-def embed_caption_set(captions: Iterable[str], tokenizer, text_encoder, batch_size: int = 256, progress: bool = True) -> dict[str, torch.Tensor]:
+def embed_caption_set(captions: Iterable[str], tokenizer, text_encoder, batch_size: int = 256, progress: bool = True,
+                      with_tokens: bool = False) -> dict[str, Any]:  # fmt: skip
     """Pooled embeddings of a fixed caption set, computed once (the text encoder is frozen during training).
 
-    Returns ``{caption: tensor [D]}`` (float32, CPU). Trainers include the mirrored captions too.
+    Returns ``{caption: tensor [D]}`` (float32, CPU); with ``with_tokens`` (order-aware models)
+    ``{caption: (pooled [D], token states [L, D])}``, ``L`` the caption's own token count. Trainers include the
+    mirrored captions too.
     """
     from tqdm.auto import tqdm
 
     from ..models.text import encode_prompts
 
     unique = sorted(set(captions))
-    table: dict[str, torch.Tensor] = {}
+    table: dict[str, Any] = {}
     for i in tqdm(range(0, len(unique), batch_size), desc="embed captions", disable=not progress):
         chunk = unique[i : i + batch_size]
-        pooled, _, _ = encode_prompts(tokenizer, text_encoder, chunk)
-        table.update(zip(chunk, pooled.float().cpu()))
+        pooled, states, mask = encode_prompts(tokenizer, text_encoder, chunk)
+        pooled = pooled.float().cpu()
+        if with_tokens:
+            states, counts = states.float().cpu(), mask.sum(1).tolist()
+            table.update((c, (pooled[j], states[j, : int(counts[j])].clone())) for j, c in enumerate(chunk))
+        else:
+            table.update(zip(chunk, pooled))
     return table
 
 

@@ -105,30 +105,67 @@ class MDMTrainConfig(LoopConfig):
     def loop_config(self) -> LoopConfig:
         return LoopConfig(**{f.name: getattr(self, f.name) for f in fields(LoopConfig)})
 
-    def build_denoiser(self, text_dim: int) -> MDMDenoiser:
+    def build_denoiser(self, text_dim: int, text_token_dim: int | None = None) -> MDMDenoiser:
+        """``text_token_dim``: width of the token states when it differs from the pooled ``text_dim`` (CLIP
+        mode; only the order-aware presets read it)."""
         if self.model_preset not in MDM_PRESETS:
             raise ValueError(f"unknown MDM preset {self.model_preset!r}; choose one of {sorted(MDM_PRESETS)}")
-        return MDMDenoiser.from_preset(
-            self.model_preset, text_dim=text_dim, num_train_timesteps=self.num_train_timesteps, **self.model_overrides
-        )
+        token_dim = {"text_token_dim": text_token_dim} if text_token_dim not in (None, text_dim) else {}
+        return MDMDenoiser.from_preset(self.model_preset, text_dim=text_dim, num_train_timesteps=self.num_train_timesteps,
+                                       **{**token_dim, **self.model_overrides})  # fmt: skip
 
 
 # --- the loss ------------------------------------------------------------------------------------------------
 class CaptionTable:
-    """Caption -> pooled text embedding, as one tensor moved to the training device once."""
+    """Caption -> pooled text embedding, as one tensor moved to the training device once; for order-aware
+    models also the token states (padded ``[N, L, D]`` table and token counts)."""
 
-    def __init__(self, embeddings: dict[str, torch.Tensor]):
+    def __init__(self, embeddings: dict[str, Any]):
         self.index = {caption: i for i, caption in enumerate(embeddings)}
-        self.table = torch.stack(list(embeddings.values())) if embeddings else torch.zeros(0)
+        values = list(embeddings.values())
+        self.states: torch.Tensor | None = None
+        self.token_counts: torch.Tensor | None = None
+        if values and isinstance(values[0], tuple):  # (pooled, token states) from embed_caption_set(with_tokens=True)
+            self.table = torch.stack([pooled for pooled, _ in values])
+            self.token_counts = torch.tensor([len(states) for _, states in values])
+            self.states = torch.nn.utils.rnn.pad_sequence([states for _, states in values], batch_first=True)
+        else:
+            self.table = torch.stack(values) if values else torch.zeros(0)
+
+    @property
+    def has_tokens(self) -> bool:
+        return self.states is not None
+
+    def _rows(self, captions: list[str], device: torch.device) -> torch.Tensor:
+        try:
+            return torch.tensor([self.index[c] for c in captions], device=device)
+        except KeyError as err:
+            raise KeyError(f"caption {err} has no precomputed embedding; it is not in the training split") from None
 
     def lookup(self, captions: list[str], device: torch.device) -> torch.Tensor:
         if self.table.device != device:
             self.table = self.table.to(device)
-        try:
-            rows = [self.index[c] for c in captions]
-        except KeyError as err:
-            raise KeyError(f"caption {err} has no precomputed embedding; it is not in the training split") from None
-        return self.table[torch.tensor(rows, device=device)]
+        return self.table[self._rows(captions, device)]
+
+    def lookup_tokens(self, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(token states [B, L, D], mask [B, L])`` of ``captions``, ``L`` = the batch's longest caption."""
+        if self.states is None:
+            raise ValueError("this CaptionTable holds pooled embeddings only (embed_caption_set(with_tokens=True))")
+        if self.states.device != device:
+            self.states, self.token_counts = self.states.to(device), self.token_counts.to(device)
+        rows = self._rows(captions, device)
+        counts = self.token_counts[rows]
+        length = int(counts.max())
+        mask = torch.arange(length, device=device)[None] < counts[:, None]
+        return self.states[rows, :length], mask
+
+    def condition(self, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+        """The denoiser's text keyword arguments: ``encoder_token_states`` and ``encoder_attention_mask`` when
+        the table holds token states, nothing otherwise."""
+        if self.states is None:
+            return {}
+        states, mask = self.lookup_tokens(captions, device)
+        return {"encoder_token_states": states, "encoder_attention_mask": mask}
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -170,7 +207,8 @@ def mdm_loss_fn(config: MDMTrainConfig, captions: CaptionTable, seed: int):
         noise = torch.randn(x0.shape, device=device, generator=gen)
         drop = torch.rand(size, device=device, generator=gen) < config.cond_drop_prob
         noisy = scheduler.add_noise(x0, noise, timesteps)
-        prediction = model(noisy, timesteps, text, frame_mask=mask, cond_drop_mask=drop).float()
+        prediction = model(noisy, timesteps, text, frame_mask=mask, cond_drop_mask=drop,
+                           **captions.condition(batch["captions"], device)).float()
         losses = {"mse": masked_mse(prediction, x0, mask)}
         loss = losses["mse"]
         if config.velocity_loss_weight > 0:
@@ -272,7 +310,7 @@ def _train_mdm(
 
     from ..data.hub import dataset_stats, load_express4d
     from ..data.torch import MotionDataset, collate_motion
-    from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size
+    from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size, text_token_size
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -291,9 +329,10 @@ def _train_mdm(
     caption_set = {c for clip in train_set.captions for c in clip}
     if config.mirror_prob > 0:
         caption_set |= {mirror_caption(c) for c in caption_set}
-    captions = CaptionTable(embed_caption_set(caption_set, tokenizer, encoder, progress=progress))
     text_dim = text_hidden_size(encoder)
-    denoiser = config.build_denoiser(text_dim)
+    denoiser = config.build_denoiser(text_dim, text_token_size(encoder))
+    captions = CaptionTable(embed_caption_set(caption_set, tokenizer, encoder, progress=progress,
+                                              with_tokens=denoiser.uses_text_tokens))  # fmt: skip
     if config.compile:
         denoiser.compile()
     normalizer = MotionNormalizer.from_stats(stats)

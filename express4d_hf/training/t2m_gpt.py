@@ -136,10 +136,14 @@ class GPTTrainConfig(_StepsMixin, LoopConfig):
             raise ValueError(f"unknown GPT training preset {name!r}; choose one of {sorted(presets)}")
         return cls(**{**presets[name], **overrides})
 
-    def build_model(self, num_codes: int, text_dim: int) -> T2MGPT:
+    def build_model(self, num_codes: int, text_dim: int, text_token_dim: int | None = None) -> T2MGPT:
+        """``text_token_dim``: width of the token states when it differs from the pooled ``text_dim`` (CLIP
+        mode; only the order-aware presets read it)."""
         if self.model_preset not in GPT_PRESETS:
             raise ValueError(f"unknown GPT preset {self.model_preset!r}; choose one of {sorted(GPT_PRESETS)}")
-        return T2MGPT.from_preset(self.model_preset, num_codes=num_codes, text_dim=text_dim, **self.model_overrides)
+        token_dim = {"text_token_dim": text_token_dim} if text_token_dim not in (None, text_dim) else {}
+        return T2MGPT.from_preset(self.model_preset, num_codes=num_codes, text_dim=text_dim,
+                                  **{**token_dim, **self.model_overrides})  # fmt: skip
 
 
 # --- stage 1 data and loss --------------------------------------------------------------------------------
@@ -431,8 +435,10 @@ def load_or_tokenize(vqvae: MotionVQVAE, splits: dict[str, Any], stats, out_dir:
     return splits_out
 
 
-def cached_caption_embeddings(caption_set, tokenizer, text_encoder, path: Path, progress: bool = True) -> dict[str, torch.Tensor]:
-    """:func:`embed_caption_set` once per (text encoder, caption set): a resumed or repeated run reads ``path``.
+def cached_caption_embeddings(caption_set, tokenizer, text_encoder, path: Path, progress: bool = True,
+                              with_tokens: bool = False) -> dict[str, Any]:  # fmt: skip
+    """:func:`embed_caption_set` once per (text encoder, caption set, with_tokens): a resumed or repeated run
+    reads ``path``. With ``with_tokens`` the values are ``(pooled, token states)`` pairs (order-aware GPT).
 
     On several processes the main one embeds and writes the file; the others wait and read it.
     """
@@ -442,22 +448,34 @@ def cached_caption_embeddings(caption_set, tokenizer, text_encoder, path: Path, 
     state = _process_state()
     captions = sorted(set(caption_set))
     encoder_id = str(getattr(text_encoder, "name_or_path", "") or type(text_encoder).__name__)
-    key = hashlib.sha256(json.dumps([encoder_id, captions]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([encoder_id, captions] + (["tokens"] if with_tokens else [])).encode()).hexdigest()
 
-    def read() -> dict[str, torch.Tensor] | None:
+    def read() -> dict[str, Any] | None:
         if not path.is_file():
             return None
         with safe_open(str(path), "pt") as f:
             if (f.metadata() or {}).get("key") != key:
                 return None
-            return dict(zip(json.loads(f.metadata()["captions"]), f.get_tensor("embeddings")))
+            names = json.loads(f.metadata()["captions"])
+            pooled = f.get_tensor("embeddings")
+            if not with_tokens:
+                return dict(zip(names, pooled))
+            states, counts = f.get_tensor("token_states"), f.get_tensor("token_counts").tolist()
+            return {c: (pooled[i], states[i, : int(counts[i])].clone()) for i, c in enumerate(names)}
 
     table = read() if state.is_main_process else None
     if state.is_main_process and table is None:
-        table = embed_caption_set(captions, tokenizer, text_encoder, progress=progress)
+        table = embed_caption_set(captions, tokenizer, text_encoder, progress=progress, with_tokens=with_tokens)
+        if with_tokens:
+            tensors = {
+                "embeddings": torch.stack([table[c][0] for c in captions]).contiguous(),
+                "token_states": torch.nn.utils.rnn.pad_sequence([table[c][1] for c in captions], batch_first=True).contiguous(),
+                "token_counts": torch.tensor([len(table[c][1]) for c in captions]),
+            }
+        else:
+            tensors = {"embeddings": torch.stack([table[c] for c in captions]).contiguous()}
         with atomic_path(path) as tmp:
-            save_file({"embeddings": torch.stack([table[c] for c in captions]).contiguous()}, tmp,
-                      metadata={"key": key, "encoder": encoder_id, "captions": json.dumps(captions)})  # fmt: skip
+            save_file(tensors, tmp, metadata={"key": key, "encoder": encoder_id, "captions": json.dumps(captions)})
     state.wait_for_everyone()
     return table if table is not None else read()
 
@@ -517,6 +535,14 @@ def collate_codes(batch: list[dict[str, Any]]) -> dict[str, Any]:
             "captions": [b["caption"] for b in batch]}  # fmt: skip
 
 
+def _token_kwargs(captions: CaptionTable, names: list[str], device) -> dict[str, torch.Tensor]:
+    """The order-aware GPT's ``text_token_states`` / ``text_mask`` (nothing for a pooled table)."""
+    if not captions.has_tokens:
+        return {}
+    states, mask = captions.lookup_tokens(names, device)
+    return {"text_token_states": states, "text_mask": mask}
+
+
 def gpt_loss_fn(captions: CaptionTable, tau: float):
     """The ``loss_fn`` of stage 2: corrupted teacher forcing through the (possibly DDP-wrapped) model."""
 
@@ -524,7 +550,7 @@ def gpt_loss_fn(captions: CaptionTable, tau: float):
         gpt = _unwrap(model)
         text = captions.lookup(batch["captions"], batch["codes"].device)
         inputs, target = gpt.training_sequences(batch["codes"], batch["lengths"], tau)
-        logits, _ = model(inputs, text)
+        logits, _ = model(inputs, text, **_token_kwargs(captions, batch["captions"], batch["codes"].device))
         out = gpt.loss_from_logits(logits, target)
         return {"loss": out.loss, "accuracy": out.accuracy.detach()}
 
@@ -549,9 +575,10 @@ class GPTMonitor:
             rows = slice(start, start + 128)
             lengths = self.test.lengths[rows].to(device)
             codes = self.test.codes[rows].clamp_min(0).to(device)
-            text = self.captions.lookup([c[0] for c in self.test.captions[rows]], device)
+            names = [c[0] for c in self.test.captions[rows]]
+            text = self.captions.lookup(names, device)
             inputs, target = model.training_sequences(codes, lengths, 0.0)
-            logits, _ = model(inputs, text)
+            logits, _ = model(inputs, text, **_token_kwargs(self.captions, names, device))
             out = model.loss_from_logits(logits, target)
             tokens = int((lengths + 1).sum())
             total, acc, count = total + float(out.loss) * tokens, acc + float(out.accuracy) * tokens, count + tokens
@@ -604,7 +631,7 @@ def train_t2m_gpt(
     """
     from ..data.hub import dataset_stats, load_express4d
     from ..data.torch import MotionDataset
-    from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size
+    from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size, text_token_size
 
     vq_config = vq_config or VQVAETrainConfig.preset("tiny")
     gpt_config = gpt_config or GPTTrainConfig.preset("tiny")
@@ -646,9 +673,9 @@ def train_t2m_gpt(
     num_train_captions = len(caption_set)
     if "test" in tokens:  # for the held-out loss only
         caption_set |= {clip[0] for clip in tokens["test"].captions}
-    captions = CaptionTable(cached_caption_embeddings(caption_set, tokenizer, encoder, out_dir / CAPTIONS_NAME, progress))
-
-    gpt = gpt_config.build_model(vqvae.config.num_codes, text_hidden_size(encoder))
+    gpt = gpt_config.build_model(vqvae.config.num_codes, text_hidden_size(encoder), text_token_size(encoder))
+    captions = CaptionTable(cached_caption_embeddings(caption_set, tokenizer, encoder, out_dir / CAPTIONS_NAME, progress,
+                                                      with_tokens=gpt.uses_text_tokens))  # fmt: skip
     if gpt.config.max_codes < tokens["train"].codes.shape[1]:
         raise ValueError(f"the GPT holds {gpt.config.max_codes} codes but clips have up to {tokens['train'].codes.shape[1]}")
     dataset = CodeSequences(tokens["train"], gpt.pad_token_id, gpt_config.mirror_prob, gpt_config.token_drop_prob,
