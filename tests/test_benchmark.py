@@ -42,7 +42,7 @@ def test_reduced_benchmark_writes_every_report_and_resumes(small_dataset, bench_
     out = bench_out
     report = json.loads((out / "results.json").read_text())
     models = [row["model"] for row in report["rows"]]
-    assert models == ["real", "text_blind", "noise", "mdm_fast", "t2m_gpt"]
+    assert models == ["real", "text_blind", "noise", "mdm_fast", "mdm_order_fast", "t2m_gpt", "t2m_gpt_order"]
     for row in report["rows"]:
         assert METRICS <= set(row["metrics"]), row["model"]
         for entry in row["metrics"].values():
@@ -55,14 +55,22 @@ def test_reduced_benchmark_writes_every_report_and_resumes(small_dataset, bench_
     assert all(row["info"]["evaluator"] == meta["protocol"]["evaluator"] for row in report["rows"])
     assert {"torch", "diffusers", "express4d_hf"} <= set(meta["versions"]) and meta["hardware"]
     table = (out / "results.md").read_text()
-    for title in ("Real (test clips)", "Text-blind control", "Noise reference", "MDM (fast sampler)", "T2M-GPT"):
+    for title in ("Real (test clips)", "Text-blind control", "Noise reference", "MDM (fast sampler)", "T2M-GPT",
+                  "MDM order-aware (fast sampler)", "T2M-GPT order-aware"):
         assert f"| {title} |" in table
+    assert "Order acc. ↑" in table
+    for row in report["rows"]:  # every row with a generator has an order accuracy with its interval
+        acc = row["order_accuracy"]
+        assert 0 <= acc["ci_low"] <= acc["accuracy"] <= acc["ci_high"] <= 1 and len(acc["probes"]) == 28
+    assert report["rows"][0]["order_accuracy"]["accuracy"] == 1.0  # the synthesiser plays the steps in order
     assert "± " in table and "2 replications" in table
     assert (out / "metrics.png").stat().st_size > 10_000
     samples = sorted(p.name for p in (out / "samples" / "mdm_fast").iterdir())
     assert "sample_0.csv" in samples and "sample_0.png" in samples
-    for folder in ("evaluator", "mdm", "t2m_gpt"):
+    for folder in ("evaluator", "mdm", "t2m_gpt", "mdm_order", "t2m_gpt_order"):
         assert json.loads((out / folder / "stage.json").read_text())["stage"] == folder
+    assert json.loads((out / "t2m_gpt_order" / "model_index.json").read_text())
+    assert json.loads((out / "t2m_gpt_order" / "transformer" / "config.json").read_text())["text_conditioning"] == "tokens"
 
     # A re-run with the same settings skips every stage and row and reproduces the numbers.
     before = {p: p.stat().st_mtime_ns for p in (out / "mdm").glob("**/*.safetensors")}

@@ -6,7 +6,12 @@ stage whose output exists and whose ``stage.json`` matches, so an interrupted be
 stopped. A stage failure raises :class:`BenchmarkStageError` naming the stage and keeps what was done.
 
 Rows: Real (test clips), Text-blind control, Noise reference, MDM (fast sampler), MDM (full 1000-step
-DDPM; ``paper`` preset, optional in ``tiny``), T2M-GPT.
+DDPM; ``paper`` preset, optional in ``tiny``), T2M-GPT, and the order-aware variants of both baselines
+(``mdm-order``, ``t2m-gpt-order``: the same classes attending to the text's token states). Two more rows check
+that the evaluator notices the order of a multi-step instruction: Real on the multi-step test captions and the
+order-swapped control (the same clips scored against their captions with the steps swapped;
+``express4d_hf.evaluation.order``). Every generator row also gets an order accuracy: the share of the 28 two-step
+probe instructions whose steps it plays in the right order, with a bootstrap 95% interval.
 """
 
 from __future__ import annotations
@@ -35,8 +40,14 @@ ROW_TITLES = {
     "mdm_fast": "MDM (fast sampler)",
     "mdm_ddpm_full": "MDM (DDPM, 1000 steps)",
     "t2m_gpt": "T2M-GPT",
+    "mdm_order_fast": "MDM order-aware (fast sampler)",
+    "mdm_order_ddpm_full": "MDM order-aware (DDPM, 1000 steps)",
+    "t2m_gpt_order": "T2M-GPT order-aware",
+    "real_multi_step": "Real (multi-step subset)",
+    "order_swapped": "Order-swapped control (multi-step subset)",
 }
-ALL_MODELS = ("mdm", "t2m-gpt")
+ALL_MODELS = ("mdm", "t2m-gpt", "mdm-order", "t2m-gpt-order")
+ORDER_COLUMN = "Order acc. ↑"
 
 
 @dataclass
@@ -146,7 +157,7 @@ def run_benchmark(
         text_blind_generator,
     )
     from ..evaluation.report import write_results
-    from ..evaluation.scoring import Sampling, score_pipeline, test_subset
+    from ..evaluation.scoring import Sampling, pipeline_generate_fn, score_pipeline, test_subset
     from ..training.common import run_metadata
 
     config = config or BenchmarkConfig.preset_config("tiny")
@@ -170,7 +181,10 @@ def run_benchmark(
 
     # 2-4. training stages
     evaluator_dir, mdm_dir, t2m_dir = out / "evaluator", out / "mdm", out / "t2m_gpt"
+    mdm_order_dir, t2m_order_dir = out / "mdm_order", out / "t2m_gpt_order"
     stage_seconds = _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress)
+    stage_seconds.update(_train_order_stages(config, data_dir, fingerprint, mdm_order_dir, t2m_order_dir, t2m_dir,
+                                             resume, progress))  # fmt: skip
     timings.update(stage_seconds)
 
     # 5. rows
@@ -213,33 +227,48 @@ def run_benchmark(
     results["real"] = row("real", lambda: evaluate_real(clips, evaluator, **protocol))
     results["text_blind"] = row("text_blind", lambda: evaluate_generator(text_blind_generator(train_clips, seed=config.seed), clips, evaluator, **protocol, **mm))
     results["noise"] = row("noise", lambda: evaluate_generator(noise_generator(stats.mean, stats.std, seed=config.seed), clips, evaluator, **protocol, **mm))
+    results.update(_order_swapped_rows(row, test_clips, evaluator, protocol, config))
     pipelines: dict[str, Any] = {}
+    generators: dict[str, Callable] = {  # what the order probe calls, per row
+        "text_blind": text_blind_generator(train_clips, seed=config.seed),
+        "noise": noise_generator(stats.mean, stats.std, seed=config.seed),
+    }
     mdm_sampling = None
     protocol["multimodality"] = config.multimodality
-    if "mdm" in config.models:
+    for model, folder, fast_name, full_name in (("mdm", mdm_dir, "mdm_fast", "mdm_ddpm_full"),
+                                                ("mdm-order", mdm_order_dir, "mdm_order_fast", "mdm_order_ddpm_full")):  # fmt: skip
+        if model not in config.models:
+            continue
         from ..pipelines.mdm import Express4DMDMPipeline
 
-        mdm = Express4DMDMPipeline.from_pretrained(mdm_dir).to(_device())
+        mdm = Express4DMDMPipeline.from_pretrained(folder).to(_device())
         fast = Sampling(sampler=config.fast_sampler, steps=config.fast_steps, guidance_scale=config.guidance_scale,
                         guidance_rescale=config.fast_guidance_rescale, eta=config.fast_eta,
                         fast_sampling=config.fast_sampling)  # fmt: skip
         fast_kwargs = fast.prepare(mdm)  # casts and records on a GPU before the rows are keyed by dtype
         mdm_sampling = (f"{str(mdm.denoiser.dtype).removeprefix('torch.')} denoiser"
                         + (", deterministic samplers replayed as CUDA graphs" if config.fast_sampling and _device() == "cuda" else ", eager"))  # fmt: skip
-        mdm_key = {"model": _folder_key(mdm_dir), **fast.describe(), "dtype": str(mdm.denoiser.dtype)}
-        results["mdm_fast"] = row("mdm_fast", lambda: score_pipeline(mdm, evaluator, clips, fast, **protocol), mdm_key)
+        mdm_key = {"model": _folder_key(folder), **fast.describe(), "dtype": str(mdm.denoiser.dtype)}
+        results[fast_name] = row(fast_name, lambda mdm=mdm, fast=fast: score_pipeline(mdm, evaluator, clips, fast, **protocol), mdm_key)
         if config.full_ddpm:
             full = Sampling(sampler="ddpm", guidance_scale=config.guidance_scale, fast_sampling=config.fast_sampling)
-            full_key = {"model": _folder_key(mdm_dir), **full.describe(), "dtype": str(mdm.denoiser.dtype)}
-            results["mdm_ddpm_full"] = row("mdm_ddpm_full", lambda: score_pipeline(mdm, evaluator, clips, full, **protocol), full_key)
-        fast.prepare(mdm)
-        pipelines["mdm_fast"] = (mdm, fast_kwargs)
-    if "t2m-gpt" in config.models:
+            full_key = {"model": _folder_key(folder), **full.describe(), "dtype": str(mdm.denoiser.dtype)}
+            results[full_name] = row(full_name, lambda mdm=mdm, full=full: score_pipeline(mdm, evaluator, clips, full, **protocol), full_key)
+        fast_kwargs = fast.prepare(mdm)
+        mdm.set_progress_bar_config(disable=True)
+        pipelines[fast_name] = (mdm, fast_kwargs)
+        generators[fast_name] = pipeline_generate_fn(mdm, **fast_kwargs)
+    for model, folder, name in (("t2m-gpt", t2m_dir, "t2m_gpt"), ("t2m-gpt-order", t2m_order_dir, "t2m_gpt_order")):
+        if model not in config.models:
+            continue
         from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
 
-        gpt = Express4DT2MGPTPipeline.from_pretrained(t2m_dir).to(_device())
-        results["t2m_gpt"] = row("t2m_gpt", lambda: score_pipeline(gpt, evaluator, clips, None, **protocol), {"model": _folder_key(t2m_dir)})
-        pipelines["t2m_gpt"] = (gpt, {})
+        gpt = Express4DT2MGPTPipeline.from_pretrained(folder).to(_device())
+        results[name] = row(name, lambda gpt=gpt: score_pipeline(gpt, evaluator, clips, None, **protocol), {"model": _folder_key(folder)})
+        gpt.set_progress_bar_config(disable=True)
+        pipelines[name] = (gpt, {})
+        generators[name] = pipeline_generate_fn(gpt)
+    order_results = _order_probes(rows_dir, generators, results, row_key_base, fingerprint, config, resume)
     timings["evaluate_s"] = sum(r.timings.get("total_s", 0.0) for r in results.values())
 
     # 6. reports
@@ -251,7 +280,10 @@ def run_benchmark(
         mdm_sampling=mdm_sampling, evaluator=evaluator_info,
     )  # fmt: skip
     notes = _results_notes(meta, config, len(clips))
-    report = write_results(out, results, ROW_TITLES, meta, f"Express4D benchmark ({config.preset} preset)", notes)
+    order_cells = {ROW_TITLES[n]: order_results[n].cell() for n in order_results}
+    report = write_results(out, results, ROW_TITLES, meta, f"Express4D benchmark ({config.preset} preset)", notes,
+                           extra_columns={ORDER_COLUMN: order_cells},
+                           row_extras={n: {"order_accuracy": r.to_dict()} for n, r in order_results.items()})  # fmt: skip
     return report
 
 
@@ -278,6 +310,81 @@ def _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir
             fingerprint, lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, progress=progress, resume=resume),
             resume)  # fmt: skip
     return seconds
+
+
+def _train_order_stages(config, data_dir, fingerprint, mdm_dir, t2m_dir, pooled_t2m_dir, resume, progress) -> dict[str, float]:
+    """The order-aware variants: the same trainers and recipes with the ``<preset>_order`` model presets. The
+    order-aware T2M-GPT reuses the pooled run's VQ-VAE when that runs too (same codes, only the GPT differs)."""
+    seconds: dict[str, float] = {}
+    steps = config.max_steps
+    model_preset = f"{config.preset}_order"
+    if "mdm-order" in config.models:
+        from ..training.mdm import MDMTrainConfig, train_mdm
+
+        mdm_cfg = MDMTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "mdm"))
+        seconds["train_mdm_order_s"] = _run_stage("mdm_order", mdm_dir, asdict(mdm_cfg), fingerprint,
+            lambda: train_mdm(data_dir, mdm_dir, mdm_cfg, progress=progress, resume=resume), resume)  # fmt: skip
+    if "t2m-gpt-order" in config.models:
+        from ..training.t2m_gpt import VQVAE_STAGE_DIR, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
+
+        vq_cfg = VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))
+        gpt_cfg = GPTTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "gpt"))
+        shared = pooled_t2m_dir / VQVAE_STAGE_DIR if "t2m-gpt" in config.models else None
+        stage_config = {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg), "vqvae_shared": shared is not None}
+        seconds["train_t2m_gpt_order_s"] = _run_stage("t2m_gpt_order", t2m_dir, stage_config, fingerprint,
+            lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, vqvae_dir=shared, progress=progress, resume=resume),
+            resume)  # fmt: skip
+    return seconds
+
+
+def _order_swapped_rows(row, test_clips, evaluator, protocol, config) -> dict[str, Any]:
+    """Real on the multi-step test captions and the order-swapped control on the same clips (skipped, with a
+    log line, when the test split has fewer than one group of multi-step clips)."""
+    from ..evaluation.order import evaluate_order_swapped, multi_step_subset
+
+    try:
+        subset = multi_step_subset(test_clips, EVAL_GROUP_SIZE, config.max_test_clips)
+    except ValueError as err:
+        logger.warning("order-swapped control skipped: %s", err)
+        return {}
+    pair: dict[str, Any] = {}
+    real_protocol = {k: v for k, v in protocol.items() if k in ("replications", "seed", "progress")}
+
+    def both():
+        if not pair:
+            pair["real"], pair["swapped"] = evaluate_order_swapped(subset, evaluator, **real_protocol)
+        return pair
+
+    key = {"subset": len(subset), "rule": "swap_steps v1"}
+    return {"real_multi_step": row("real_multi_step", lambda: both()["real"], key),
+            "order_swapped": row("order_swapped", lambda: both()["swapped"], key)}  # fmt: skip
+
+
+def _order_probes(rows_dir: Path, generators: dict[str, Callable], results: dict[str, Any], key_base: dict,
+                  fingerprint: str, config: BenchmarkConfig, resume: bool) -> dict[str, Any]:  # fmt: skip
+    """Order accuracy (``evaluation.order.order_probe``) of every row that has a generator, plus the Real row's
+    reference: the probes played by the corpus's synthesiser (what following the order scores)."""
+    from ..evaluation.order import OrderProbeResult, order_probe, reference_generator
+
+    out: dict[str, Any] = {}
+    candidates = {"real": reference_generator(config.seed), **generators}
+    for name, generate in candidates.items():
+        if name not in results:
+            continue
+        path = rows_dir / f"{name}.order.json"
+        key = _stage_key(f"{name}.order", {**key_base, "row": _folder_key(rows_dir / name)}, fingerprint)
+        if resume and path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                out[name] = OrderProbeResult.from_dict(saved["result"])
+                continue
+        logger.info("[order probe] %s", ROW_TITLES[name])
+        result = order_probe(generate, seed=config.seed)
+        if name == "real":
+            result.info["generator"] = "the procedural corpus's synthesiser playing each probe's two steps"
+        atomic_write_text(path, json.dumps({"key": key, "result": result.to_dict()}, indent=2) + "\n")
+        out[name] = result
+    return out
 
 
 def _steps(steps: dict[str, int], stage: str) -> dict[str, int]:
@@ -324,7 +431,13 @@ def _results_notes(meta: dict[str, Any], config: BenchmarkConfig, num_clips: int
         f"Mean ± 95% interval (1.96·std/√R) over {config.replications} replications; {num_clips} of "
         f"{data['test_clips_total']} test clips (whole groups of {EVAL_GROUP_SIZE}); R-Precision within groups of "
         f"{EVAL_GROUP_SIZE}. Real-row FID is between two random halves of the test clips (the sampling-noise floor), "
-        f"not the set against itself. AITS = generation seconds per clip.\n\n"
+        f"not the set against itself. AITS = generation seconds per clip. The multi-step rows score the test "
+        f"clips whose caption has two or more steps against their own captions and against the same captions with "
+        f"the steps in reverse order (split at 'and then', 'then', 'before', 'and finally' and list commas; "
+        f"`express4d_hf.evaluation.order.swap_steps`). Order acc. = share of the 28 two-step probe instructions "
+        f"(written for the test, not corpus captions) whose first step's channels are >= 0.03 higher in the first "
+        f"half of a 120-frame clip and the second step's in the second half (mean of 4 samples), with a "
+        f"bootstrap 95% interval; the Real row's is the corpus synthesiser playing the probes.\n\n"
         f"- hardware: {meta['hardware']}\n- date: {meta['created']}\n- data fingerprint: `{data['fingerprint']}`\n"
         f"- evaluator: `{meta['protocol'].get('evaluator', 'unidentified')}`"
         f"{' ' + meta['evaluator']['description'] if meta.get('evaluator') else ''}\n"

@@ -21,7 +21,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="runs/benchmark", help="output folder (default: runs/benchmark)")
     add_protocol_arguments(parser, "protocol replications (tiny: 5, paper: 20)",
                            "test subset in whole groups of 32 (tiny: 128; 0 = whole split)")  # fmt: skip
-    parser.add_argument("--models", default="mdm,t2m-gpt", help="comma-separated baselines: mdm, t2m-gpt")
+    parser.add_argument("--models", default="mdm,t2m-gpt,mdm-order,t2m-gpt-order",
+                        help="comma-separated baselines: mdm, t2m-gpt and their order-aware variants mdm-order, "
+                        "t2m-gpt-order (default: all four)")  # fmt: skip
     parser.add_argument("--full-ddpm", action=argparse.BooleanOptionalAction, default=None,
                         help="also score MDM with the 1000-step DDPM sampler (default: on in paper, off in tiny)")  # fmt: skip
     add_sampling_arguments(parser)  # the fast MDM row's sampling; Multimodality is on in paper, off in tiny

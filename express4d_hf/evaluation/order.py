@@ -134,7 +134,7 @@ def evaluate_order_swapped(clips: Sequence[FaceMotion], evaluator, **protocol: A
 
 
 # --- the order probe --------------------------------------------------------------------------------------
-GenerateFn = Callable[[list[str], list[int], int], Sequence[FaceMotion]]
+GenerateFn = Callable[[list[str], list[int], list[int]], Sequence[FaceMotion]]  # the protocol's generate_fn
 ORDER_PROBE_MARGIN = 0.03  # raw ARKit units: the step's channels must differ this much between the halves
 ORDER_PROBE_SAMPLES = 4  # generated samples averaged per probe
 ORDER_PROBE_FRAMES = 120  # 6 s at 20 fps: room for two steps
@@ -214,10 +214,10 @@ def reference_generator(seed: int = 0) -> GenerateFn:
 
     by_caption = {p.caption: p for p in ORDER_PROBES}
 
-    def generate(captions: list[str], num_frames: list[int], call_seed: int) -> list[FaceMotion]:
-        rng = np.random.default_rng([int(seed), int(call_seed)])
+    def generate(captions: list[str], num_frames: list[int], seeds: list[int]) -> list[FaceMotion]:
         motions = []
-        for caption, length in zip(captions, num_frames):
+        for caption, clip_seed in zip(captions, seeds):
+            rng = np.random.default_rng([int(seed), int(clip_seed)])
             probe = by_caption[caption]
             spec = CaptionSpec.sequence(*probe.primitives)
             motion = synthesize_motion(spec, PerformerStyle.sample(rng), rng).resample(TRAIN_FPS)
@@ -281,15 +281,16 @@ class OrderProbeResult:
 def order_probe(generate_fn: GenerateFn, probes: Sequence[OrderProbe] = ORDER_PROBES,
                 samples: int = ORDER_PROBE_SAMPLES, num_frames: int = ORDER_PROBE_FRAMES, seed: int = 0,
                 margin: float = ORDER_PROBE_MARGIN) -> OrderProbeResult:  # fmt: skip
-    """Order accuracy of ``generate_fn(captions, num_frames, seed)`` (the protocol's generator signature).
+    """Order accuracy of ``generate_fn(captions, num_frames, seeds)`` (the protocol's generator signature).
 
-    Each probe's caption is generated ``samples`` times (call ``s`` gets seed ``seed + 1000 * s``, all probes in
-    one batch) at ``num_frames`` frames; see the module docstring for the pass rule.
+    Each probe's caption is generated ``samples`` times at ``num_frames`` frames (call ``s`` generates every
+    probe once; probe ``i`` gets the seed ``seed + 1000 * s + i``); see the module docstring for the pass rule.
     """
     captions = [p.caption for p in probes]
     per_probe: list[list[FaceMotion]] = [[] for _ in probes]
     for s in range(samples):
-        motions = list(generate_fn(list(captions), [num_frames] * len(captions), seed + 1000 * s))
+        seeds = [seed + 1000 * s + i for i in range(len(captions))]
+        motions = list(generate_fn(list(captions), [num_frames] * len(captions), seeds))
         if len(motions) != len(captions):
             raise ValueError(f"generate_fn returned {len(motions)} motions for {len(captions)} captions")
         for i, motion in enumerate(motions):

@@ -259,12 +259,14 @@ class EvaluationResult:
             raise ValueError(f"{path}: {err}") from None
 
 
-def format_results_table(rows: dict[str, EvaluationResult], digits: int = 3) -> str:
+def format_results_table(rows: dict[str, EvaluationResult], digits: int = 3,
+                         extra_columns: dict[str, dict[str, str]] | None = None) -> str:  # fmt: skip
     """A markdown table: one row per method, ``mean ± ci95`` per metric, arrows for the better direction.
 
     ↑ higher is better, ↓ lower is better, → closer to the Real row is better. Columns appear for
     metrics at least one row has; a row lacking one shows "–". AITS (seconds per generated clip)
-    is shown when any row has it.
+    is shown when any row has it. ``extra_columns`` (title -> method -> cell text) are appended as given
+    ("–" for a method without a cell).
 
     >>> r = EvaluationResult({"fid": [1.0, 3.0]}, seeds=[0, 1], aits_s=0.5)
     >>> print(format_results_table({"Model": r}))
@@ -283,6 +285,8 @@ def format_results_table(rows: dict[str, EvaluationResult], digits: int = 3) -> 
         header.append(f"{title} {_ARROWS[direction]}" if direction else title)
     if show_aits:
         header.append("AITS (s)")
+    extra_columns = extra_columns or {}
+    header.extend(extra_columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, result in rows.items():
         cells = [method]
@@ -294,6 +298,7 @@ def format_results_table(rows: dict[str, EvaluationResult], digits: int = 3) -> 
                 cells.append("–")
         if show_aits:
             cells.append("–" if result.aits_s is None else f"{result.aits_s:.{digits}f}")
+        cells.extend(column.get(method, "–") for column in extra_columns.values())
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

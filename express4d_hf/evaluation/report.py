@@ -17,19 +17,23 @@ PLOTTED_METRICS = ("r_precision_top3", "fid", "mm_dist", "diversity", "r_precisi
 
 
 def write_results(out_dir: str | Path, results: dict[str, EvaluationResult], titles: dict[str, str],
-                  meta: dict[str, Any], heading: str, notes: str) -> dict[str, Any]:  # fmt: skip
+                  meta: dict[str, Any], heading: str, notes: str, extra_columns: dict[str, dict[str, str]] | None = None,
+                  row_extras: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Write the three files into ``out_dir`` (atomically) and return the ``results.json`` content.
 
     ``results`` maps a row's key to its result, ``titles`` the key to the row's title; ``notes`` is markdown
-    placed under the table.
+    placed under the table. ``extra_columns`` (column title -> row title -> cell) and ``row_extras`` (row key ->
+    more JSON fields of that row) carry scores that are not protocol metrics (the benchmark's order accuracy).
     """
     out = Path(out_dir)
+    row_extras = row_extras or {}
     report = {
-        "rows": [{"model": name, "title": titles[name], **result.to_dict()} for name, result in results.items()],
+        "rows": [{"model": name, "title": titles[name], **result.to_dict(), **row_extras.get(name, {})}
+                 for name, result in results.items()],  # fmt: skip
         "meta": meta,
     }
     atomic_write_text(out / "results.json", json.dumps(report, indent=2, default=str) + "\n")
-    table = format_results_table({titles[name]: result for name, result in results.items()})
+    table = format_results_table({titles[name]: result for name, result in results.items()}, extra_columns=extra_columns)
     atomic_write_text(out / "results.md", f"# {heading}\n\n{table}\n\n{notes}")
     plot_metrics(results, titles, out / "metrics.png")
     return report
