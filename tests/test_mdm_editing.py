@@ -188,6 +188,18 @@ def test_batches_and_one_source_per_prompt(random_pipe, source):
     np.testing.assert_allclose(alone.values, out[3].values, atol=1e-4)  # an edit does not depend on its batch
 
 
+def test_frames_without_tracking_are_generated_not_kept(random_pipe, source):
+    valid = np.ones(source.num_frames, bool)
+    valid[60:90] = False  # 1.0-1.5 s lost tracking
+    lost = source.replace(valid=valid)
+    out = random_pipe("A person is smiling", motion=lost, keep_channels="upper_face", num_inference_steps=3,
+                      generator=gen(0)).motions[0]  # fmt: skip
+    reference, upper = source.resample(FPS).values, channels_of("upper_face")
+    tracked = np.r_[0:18, 32:60]  # away from the lost second and its ramps
+    assert np.abs(out.values[tracked][:, upper] - reference[tracked][:, upper]).max() <= 1e-4
+    assert np.abs(out.values[21:29, upper] - reference[21:29, upper]).max() > 0.05
+
+
 # --- learned behaviour ---------------------------------------------------------------------------------
 def test_edited_region_follows_its_prompt(trained, source):
     """Keep the upper face of a lips-pressed take and ask for each instruction: the instruction's own
@@ -296,6 +308,40 @@ def test_recorded_loop_takes_the_source_as_inputs(text_encoder, source, monkeypa
     full = (2, pipe.denoiser.config.max_frames, 61)
     assert seen[0]["source"] == seen[0]["weights"] == seen[0]["latents"] == full
     torch.testing.assert_close(padded, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_one_recording_serves_every_edit(text_encoder, source, monkeypatch):
+    """The recording's semantics on a CPU: a stand-in for ``record_cuda_graph`` that, like a CUDA graph, runs the
+    loop on its own static input buffers at every replay. Edits with other masks, spans and sources replay the
+    one edit recording (their source and weights are copied in) and equal the eager edits."""
+    from express4d_hf.pipelines import cuda_graphs
+
+    def record_on_cpu(fn, inputs):
+        static = {name: value.clone() for name, value in inputs.items()}
+        output = fn(**static)
+
+        class Replay:
+            def replay(self):
+                output.copy_(fn(**static))
+
+        return cuda_graphs.RecordedGraph(graph=Replay(), inputs=static, output=output)
+
+    tokenizer, encoder = text_encoder
+    torch.manual_seed(0)
+    pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset("tiny", num_layers=1, hidden_size=32, ff_size=64),
+                                                text_encoder=encoder, tokenizer=tokenizer)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    other = FaceMotion(np.full((90, 61), 0.2, np.float32), fps=30)
+    calls = [dict(motion=source, keep_channels="upper_face"), dict(motion=source, keep_frames=[(0, 1), (2, 3)]),
+             dict(motion=other, keep_channels=["jaw", "EyeBlinkLeft"], keep_frames="0-0.5"), dict(num_frames=60)]  # fmt: skip
+    eager = [pipe("A person is smiling", num_inference_steps=3, generator=gen(0), output_type="np", **c).motions for c in calls]
+    monkeypatch.setattr(cuda_graphs, "record_cuda_graph", record_on_cpu)
+    monkeypatch.setattr(pipe, "_replays", lambda device: True)
+    replayed = [pipe("A person is smiling", num_inference_steps=3, generator=gen(0), output_type="np", **c).motions for c in calls]
+    assert len(pipe._graphs) == 2  # one loop with the source as inputs (every edit), one without (the plain call)
+    for a, b in zip(replayed, eager):
+        np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -201,14 +201,18 @@ def prepare_edit(
     """The kept mask and seam weights of one clip of ``num_frames`` frames at ``fps`` edited from ``motion``.
 
     Kept channels apply on the frames the source covers; kept spans on every channel. At least one of the two
-    must be given. ``seam_blend_s`` (>= 0) is the length of the ramps of :func:`seam_weights`.
+    must be given. Frames where the source lost tracking (``motion.valid`` False) are never kept: the model
+    generates them. ``seam_blend_s`` (>= 0) is the length of the ramps of :func:`seam_weights`.
     """
     if keep_channels is None and keep_frames is None:
         raise ValueError("an edit needs `keep_channels` (a region, channel names or a mask) and/or `keep_frames` "
                          f"(time spans in seconds); {_valid_channels_message()}")  # fmt: skip
     if not isinstance(seam_blend_s, (int, float)) or not 0.0 <= seam_blend_s <= 2.0:
         raise ValueError(f"`seam_blend_s` must be a number of seconds in [0, 2], got {seam_blend_s!r}")
-    values = source_at(motion, fps)
+    if not isinstance(motion, FaceMotion):
+        raise ValueError(f"`motion` must be a FaceMotion (read one with read_livelink_csv), got {type(motion).__name__}")
+    resampled = motion.resample(fps)
+    values = resampled.values
     source_frames = min(len(values), num_frames)
     source = np.empty((num_frames, NUM_CHANNELS), dtype=np.float32)
     source[:source_frames] = values[:source_frames]
@@ -216,6 +220,7 @@ def prepare_edit(
     kept = resolve_keep_channels(keep_channels, num_frames)
     kept[source_frames:] = False  # nothing to keep where the source has ended
     kept |= resolve_keep_frames(keep_frames, len(values), num_frames, fps)[:, None]
+    kept[:source_frames] &= resampled.valid[:source_frames, None]  # frames without tracking are generated instead
     weights = seam_weights(kept, int(round(seam_blend_s * fps)))
     return EditPlan(source=source, kept=kept, weights=weights, source_frames=source_frames)
 

@@ -360,6 +360,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                 any of :attr:`_callback_tensor_inputs`.
             motion: edit this source performance (any fps; resampled to the model's 20 fps), or one per prompt.
                 The output length defaults to the source's (at most 196 frames); a longer output continues it.
+                Frames where the source lost tracking (``motion.valid`` False) are generated, never kept.
             keep_channels: channels kept from ``motion`` on every frame it covers: a region of
                 ``arkit.REGIONS`` (``"upper_face"``, ``"lower_face"``, ``"eyes"``, ``"mouth"``, ...), a list of
                 region or channel names, or a bool mask ``[frames, 61]``. The rest follows the prompt.
