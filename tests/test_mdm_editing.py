@@ -464,3 +464,28 @@ def test_t2m_gpt_continues_a_prefix_through_its_codes(text_encoder, source):
                            (dict(keep_frames=[(0, 2)], duration_s=2), "shorter than the output")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             pipe("A person", **{**kwargs, **extra})
+
+
+def test_generate_continues_a_take_with_t2m_gpt(text_encoder, source, tmp_path, capsys):
+    from express4d_hf.cli import main
+    from express4d_hf.livelink import read_livelink_csv, write_livelink_csv
+    from express4d_hf.models.t2m_gpt import T2MGPT, MotionVQVAE
+    from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
+
+    tokenizer, encoder = text_encoder
+    torch.manual_seed(0)
+    Express4DT2MGPTPipeline.from_components(
+        MotionVQVAE.from_preset("tiny", num_codes=32, code_dim=16, width=16, depth=1),
+        T2MGPT.from_preset("tiny", num_codes=32, hidden_size=32, num_layers=1, num_heads=2),
+        tokenizer=tokenizer, text_encoder=encoder,
+    ).save_pretrained(tmp_path / "gpt")  # fmt: skip
+    take = tmp_path / "take.csv"
+    write_livelink_csv(source, take, fps=60)
+    base = ["generate", "A person is frowning", "--model", str(tmp_path / "gpt"), "--edit", str(take), "--raw"]
+    assert main(base + ["--keep-frames", "0-1", "--duration", "4", "--out", str(tmp_path / "more.csv")]) == 0
+    more = FaceMotion.from_dict(json.loads((tmp_path / "more.json").read_text()))
+    assert more.num_frames == 80
+    np.testing.assert_allclose(more.values[:20], read_livelink_csv(take).resample(FPS).values[:20], atol=1e-4)
+    capsys.readouterr()
+    assert main(base + ["--keep", "upper_face", "--out", str(tmp_path / "bad.csv")]) == 2
+    assert "cannot edit a take with keep_channels; use an MDM pipeline" in capsys.readouterr().err
