@@ -188,6 +188,20 @@ def test_batches_and_one_source_per_prompt(random_pipe, source):
     np.testing.assert_allclose(alone.values, out[3].values, atol=1e-4)  # an edit does not depend on its batch
 
 
+def test_edits_with_the_order_aware_denoiser(text_encoder, source):
+    tokenizer, encoder = text_encoder
+    torch.manual_seed(0)
+    pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset("tiny_order", num_layers=1, hidden_size=32, ff_size=64),
+                                                text_encoder=encoder, tokenizer=tokenizer)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    out = pipe("A person is smiling and then frowning", motion=source, keep_channels="lower_face", keep_frames="0-1",
+               num_inference_steps=3, generator=gen(0)).motions[0]  # fmt: skip
+    reference, lower = source.resample(FPS).values, channels_of("lower_face")
+    assert np.abs(out.values[:, lower] - reference[:, lower]).max() <= 1e-4
+    np.testing.assert_allclose(out.values[:20], reference[:20], atol=1e-4)
+
+
 def test_frames_without_tracking_are_generated_not_kept(random_pipe, source):
     valid = np.ones(source.num_frames, bool)
     valid[60:90] = False  # 1.0-1.5 s lost tracking
