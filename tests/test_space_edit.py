@@ -151,3 +151,21 @@ def test_edit_tab_in_a_real_browser(browser, space, tmp_path):
     assert np.abs(edited.values[:, lower] - take.values[:, lower]).mean() > 0.05
     assert len(REGIONS["upper_face"]) == len(upper)
     time.sleep(0.1)
+
+
+def test_edit_api_endpoint(space, tmp_path):
+    gradio_client = pytest.importorskip("gradio_client")
+    _, url = space
+    client = gradio_client.Client(url, verbose=False)
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/edit"]
+    assert [p["parameter_name"] for p in info["parameters"]][:2] == ["take", "prompt"]
+    path, take = take_csv(tmp_path)
+    csv_path, motion_json = client.predict(gradio_client.handle_file(str(path)), "A person is smiling broadly",
+                                           "upper_face, JawOpen", "0-0.5", 2, 2.5, 0, api_name="/edit")  # fmt: skip
+    edited = FaceMotion.from_dict(motion_json)
+    kept = channels_of(["upper_face", "JawOpen"])
+    assert np.abs(edited.values[:, kept] - take.resample(20).values[:, kept]).max() <= 1e-4
+    np.testing.assert_allclose(edited.values[:10], take.resample(20).values[:10], atol=1e-4)
+    assert read_livelink_csv(csv_path).num_frames == 180
+    with pytest.raises(Exception, match="valid regions"):
+        client.predict(gradio_client.handle_file(str(path)), "A person smiles", "mouthz", "", 2, 2.5, 0, api_name="/edit")

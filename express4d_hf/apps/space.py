@@ -15,6 +15,7 @@ Tabs:
 * **Edit** (MDM): a source performance (an uploaded Live Link Face CSV or the last generation), the regions
   and/or time spans to keep, and a new instruction for the rest -> the edited head, before/after curves and
   the CSV/GLB downloads (:meth:`Express4DMDMPipeline.__call__` with ``motion=``, ``keep_channels=``, ``keep_frames=``).
+  The ``/edit`` API endpoint does the same edit on an uploaded CSV (regions comma-separated, spans ``0-1,3-4``).
 * **Timeline** (MDM): ``SECONDS<TAB>INSTRUCTION`` lines -> one performance longer than the model's window
   (:meth:`Express4DMDMPipeline.compose`).
 * **Browse**: search the dataset's captions, play a clip on the same head with its curves.
@@ -779,6 +780,17 @@ class Express4DSpace:
                  "kept": kept.tolist()}  # fmt: skip
         return str(csv_path), edited.to_dict(), state
 
+    def edit_take(self, take: str | None, prompt: str, keep: str = "upper_face", keep_frames: str = "",
+                  num_inference_steps: int = 50, guidance_scale: float = 2.5, seed: int = 0):  # fmt: skip
+        """The ``/edit`` endpoint: a Live Link Face CSV, a new instruction, the regions (comma-separated) and/or
+        time spans to keep -> ``(edited Live Link CSV at 60 fps, edited motion JSON at 20 fps)``."""
+        if not take:
+            raise SpaceError("upload the Live Link Face CSV of the take to edit")
+        source, _, _ = self.load_edit_source(path=take)
+        regions = [r.strip() for r in (keep or "").split(",") if r.strip()]
+        csv_path, motion_json, _ = self.edit(source, prompt, regions, keep_frames, num_inference_steps, guidance_scale, seed)
+        return csv_path, motion_json
+
     def present_edit(self, state: dict | None):
         """Viewer value, before/after curves PNG and GLB of the last edit."""
         from ..export.gltf import motion_to_gltf
@@ -866,9 +878,21 @@ class Express4DSpace:
             use_last.click(_user_errors(lambda state: self.load_edit_source(generated=state)), inputs=[generated_state],
                            outputs=[source, source_info, curves], api_visibility="private")  # fmt: skip
             done = button.click(_user_errors(self.edit), inputs=[source, prompt, keep, spans, steps, guidance, seed],
-                                outputs=[csv_file, motion_json, edited], concurrency_limit=1, api_visibility="private")  # fmt: skip
+                                outputs=[csv_file, motion_json, edited], concurrency_limit=1, api_name="edit_page",
+                                api_visibility="private")  # fmt: skip
             done.success(_user_errors(self.present_edit), inputs=[edited], outputs=[viewer, curves, glb_file],
                          api_visibility="private")  # fmt: skip
+            with gr.Group(visible=False):  # the /edit API endpoint: the same edit without the page state
+                api_inputs = [gr.File(type="filepath"), gr.Textbox(), gr.Textbox(value="upper_face"), gr.Textbox(value=""),
+                              gr.Number(value=self.config.default_steps, precision=0), gr.Number(value=2.5),
+                              gr.Number(value=0, precision=0)]  # fmt: skip
+                api_outputs = [gr.File(), gr.JSON()]
+                api_button = gr.Button()
+            api_button.click(_user_errors(self.edit_take), inputs=api_inputs, outputs=api_outputs, api_name="edit",
+                             concurrency_limit=1,
+                             api_description="Edit a take: keep regions (comma-separated, e.g. upper_face) and/or time "
+                                             "spans (e.g. 0-1,3-4) of a Live Link Face CSV and regenerate the rest from "
+                                             "the prompt. Returns the edited CSV (60 fps) and the motion as JSON.")  # fmt: skip
 
     def _timeline_tab(self) -> None:
         import gradio as gr
