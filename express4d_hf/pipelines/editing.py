@@ -262,7 +262,7 @@ def seam_step_report(edited: np.ndarray, reference: np.ndarray, seams: Iterable[
     """How smooth the seams of ``edited`` are: ``{"seam_step", "reference_p99", "ratio"}``.
 
     ``seam_step`` is the largest :func:`frame_steps` value within ``width`` frames of each seam (the steps
-    into, at and out of it); ``reference_p99`` the 99th percentile of ``reference``'s own steps (the source's,
+    into, at and out of it; give the ramp's length + 1 to cover the whole blended stretch); ``reference_p99`` the 99th percentile of ``reference``'s own steps (the source's,
     or the whole output's for a composed timeline). The acceptance bound is ``ratio <= 2``.
     """
     steps = frame_steps(edited)
