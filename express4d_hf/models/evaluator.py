@@ -15,7 +15,7 @@ What differs from the official code, and why:
 * The folder carries the normalisation ``stats.json`` the evaluator expects and ``reference.safetensors``, the
   Gaussian fit (mu, sigma) of the real **test** clips' embeddings, so FID can be computed without the data.
 * ``embed_motions`` zeroes the normalised frames past each clip's length (DESIGN.md defect 5) and the GRUs read
-  packed sequences: anything past a clip's length cannot change its embedding.
+  only each sequence's valid part (packed on a CPU, padded with per-row final states on a GPU): anything past a clip's length cannot change its embedding.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class MovementDecoder(nn.Module):
 
 
 class BiGRUEncoder(nn.Module):
-    """Bidirectional GRU over packed sequences; the two final hidden states -> MLP -> ``out_dim``.
+    """Bidirectional GRU over each row's valid part; the two final hidden states -> MLP -> ``out_dim``.
 
     A learned initial state, as in HumanML3D's ``*BiGRUCo`` encoders.
     """
@@ -132,12 +132,39 @@ class BiGRUEncoder(nn.Module):
             nn.Linear(hidden, out_dim),
         )
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor, packed: bool | None = None) -> torch.Tensor:
+        """``[B, T, in_dim]`` padded inputs with per-row ``lengths`` -> ``[B, out_dim]``.
+
+        ``packed=None`` picks the implementation: ``pack_padded_sequence`` on a CPU, the padded form on a GPU.
+        Both read exactly each row's valid part and agree to float rounding (tested within 1e-5). The padded
+        form has static shapes and no host synchronisation, so a training step containing it can be captured
+        as one CUDA graph or compiled: the forward direction runs over the left-aligned rows and its state at
+        ``length - 1`` is taken; the backward direction runs over the rows right-aligned (valid part at the
+        end), so it reads each row's last valid frame first and its state at ``T - length`` is the final one.
+        Both alignments travel as one batch of ``2B`` rows through the one bidirectional GRU call.
+        """
         x = self.input(inputs)
-        packed = pack_padded_sequence(x, lengths.detach().cpu().long(), batch_first=True, enforce_sorted=False)
-        h0 = self.initial.expand(-1, x.shape[0], -1).contiguous()
-        _, hidden = self.gru(packed, h0)  # [2, B, H], in the original batch order
-        return self.output(torch.cat([hidden[0], hidden[1]], dim=-1))
+        if packed is None:
+            packed = not x.is_cuda
+        batch = x.shape[0]
+        if packed:
+            sequences = pack_padded_sequence(x, lengths.detach().cpu().long(), batch_first=True, enforce_sorted=False)
+            h0 = self.initial.expand(-1, batch, -1).contiguous()
+            _, hidden = self.gru(sequences, h0)  # [2, B, H], in the original batch order
+            return self.output(torch.cat([hidden[0], hidden[1]], dim=-1))
+        frames = x.shape[1]
+        lengths = lengths.to(x.device).long().clamp(1, frames)
+        steps = torch.arange(frames, device=x.device)
+        # right-aligned copy: row b's frame t sits at T - length_b + t; the slots before it read zeros
+        source = steps[None, :] - (frames - lengths)[:, None]
+        right = torch.where((source >= 0)[..., None], x.gather(1, source.clamp_min(0)[..., None].expand_as(x)), 0.0)
+        h0 = self.initial.expand(-1, 2 * batch, -1).contiguous()
+        out, _ = self.gru(torch.cat([x, right]), h0)  # [2B, T, 2H]
+        hidden = out.shape[-1] // 2
+        rows = torch.arange(batch, device=x.device)
+        forward_state = out[rows, lengths - 1, :hidden]
+        backward_state = out[batch + rows, frames - lengths, hidden:]
+        return self.output(torch.cat([forward_state, backward_state], dim=-1))
 
 
 # --- the evaluator ----------------------------------------------------------------------------------------

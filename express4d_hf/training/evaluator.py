@@ -259,6 +259,51 @@ def contrastive_loss_fn(evaluator: TextMotionEvaluator, config: EvaluatorTrainCo
     return loss_fn
 
 
+def contrastive_batches(dataset, config: EvaluatorTrainConfig, vocabulary):
+    """Factory of the contrastive stage's batches: :class:`~.batches.MotionBatches` plus the step's batch
+    shifts (``negative_shifts`` distinct values in ``[1, B - 1]``, drawn from the step's seeded generator)."""
+    from .batches import MotionBatches
+
+    class _Batches(MotionBatches):
+        def gather(inner, rows, epoch, generator):  # noqa: N805
+            batch = super().gather(rows, epoch, generator)
+            count = min(config.negative_shifts, len(rows) - 1)
+            order = torch.randperm(max(1, len(rows) - 1), device=inner.device, generator=generator)
+            batch["shifts"] = order[:count] + 1
+            return batch
+
+    return lambda **kwargs: _Batches(dataset, vocabulary=vocabulary, **kwargs)
+
+
+def contrastive_index_loss_fn(evaluator: TextMotionEvaluator, config: EvaluatorTrainConfig, vocabulary):
+    """The contrastive loss on batches of caption indices (:func:`contrastive_batches`): static shapes, no host
+    synchronisation. Text ``i`` is pushed away from the motion of row ``(i + s) % B`` for each of the batch's
+    shifts ``s``, except where both rows carry the same caption; equal to :func:`contrastive_loss`."""
+    ids, lengths = evaluator.tokenize(vocabulary.captions)
+    tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def loss_fn(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        motion, caption = batch["motion"], batch["caption_ids"]
+        device = motion.device
+        if device not in tables:
+            tables[device] = (ids.to(device), lengths.to(device))
+        token_ids, token_lengths = tables[device]
+        text_emb, motion_emb = model(motion, batch["lengths"], token_ids[caption], token_lengths[caption])
+        positive = F.pairwise_distance(text_emb, motion_emb).pow(2).mean()
+        size = motion.shape[0]
+        shifts = batch["shifts"]
+        rows = torch.arange(size, device=device).repeat(shifts.shape[0])
+        cols = (rows + shifts.repeat_interleave(size)) % size
+        valid = (caption[rows] != caption[cols]).to(text_emb.dtype)
+        distance = F.pairwise_distance(text_emb[rows], motion_emb[cols])
+        count = valid.sum()
+        negative = (torch.clamp(config.margin - distance, min=0).pow(2) * valid).sum() / count.clamp_min(1)
+        return {"loss": positive + negative, "positive": positive.detach(), "negative": negative.detach(),
+                "negatives": count.detach().float()}  # fmt: skip
+
+    return loss_fn
+
+
 # --- data --------------------------------------------------------------------------------------------------
 def split_validation(num_items: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded ``(train_indices, val_indices)`` of a train split (both sorted); validation gets ``fraction`` of it.
@@ -398,11 +443,15 @@ def _train_evaluator(
     evaluator = TextMotionEvaluator.from_text_encoder(config.model_preset, config.text_encoder, stats=stats)
 
     # Stage 1: movement autoencoder.
+    from .batches import CaptionVocabulary, MotionBatches
+
+    vocabulary = CaptionVocabulary(train_set.captions, mirror=config.mirror_prob > 0)
     stage_dirs = {stage: out_dir / "checkpoints" / stage for stage in STAGES}
     autoencoder = MovementAutoencoder(evaluator)
     movement = run_training(
-        autoencoder, train_set, collate_motion, movement_loss_fn(config), config.stage_loop("movement"),
+        autoencoder, None, None, movement_loss_fn(config), config.stage_loop("movement"),
         stage_dirs["movement"], name="movement", resume=resume, progress=progress,
+        batches=lambda **kw: MotionBatches(train_set, vocabulary=vocabulary, **kw), graph_safe=True,
     )  # fmt: skip
     evaluator.movement_encoder.load_state_dict(movement.model.encoder.state_dict())
 
@@ -410,9 +459,9 @@ def _train_evaluator(
     validator = Validator(val_clips, config, stage_dirs["contrastive"], resume)
     pair = TextMotionPair(evaluator)
     contrastive = run_training(
-        pair, train_set, collate_motion, contrastive_loss_fn(evaluator, config), config.stage_loop("contrastive"),
+        pair, None, None, contrastive_index_loss_fn(evaluator, config, vocabulary), config.stage_loop("contrastive"),
         stage_dirs["contrastive"], name="contrastive", on_step=validator, every=config.eval_every,
-        resume=resume, progress=progress,
+        resume=resume, progress=progress, batches=contrastive_batches(train_set, config, vocabulary), graph_safe=True,
     )  # fmt: skip
     evaluator = contrastive.model.evaluator
     validator.restore_best(evaluator)
@@ -444,6 +493,8 @@ def _train_evaluator(
         "train_seconds": round(train_seconds, 1),  # wall time, data loading included, final evaluation excluded
         "train_cpu_seconds": round(train_cpu_seconds, 1),  # CPU time of this process (robust to a shared machine)
         "stage_seconds": {"movement": round(movement.seconds, 1), "contrastive": round(contrastive.seconds, 1)},
+        "stage_seconds_all_runs": {"movement": round(movement.total_seconds, 1), "contrastive": round(contrastive.total_seconds, 1)},
+        "execution": {"movement": movement.info, "contrastive": contrastive.info},
         "metadata": run_metadata(
             config,
             data=str(data) if data is not None else "procedural corpus",

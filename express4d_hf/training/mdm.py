@@ -63,8 +63,7 @@ class MDMTrainConfig(LoopConfig):
     velocity_loss_weight: float = 0.0  # weight of MDM's velocity loss (MSE of frame-to-frame differences of x0)
     mirror_prob: float = 0.5  # probability of a left/right mirrored training sample (motion and caption)
     max_leading_offset: int = MAX_LEADING_OFFSET  # training samples lose a random 0..N leading frames
-    trim_padding: bool = True  # pad batches to their longest clip (rounded up to 16), not 196: same loss, less work
-    compile: bool = False  # torch.compile the denoiser (pays off on GPU); checkpoint keys stay the same
+    trim_padding: bool = True  # on a CPU, pad batches to their longest clip (rounded up to 16), not 196: same loss, less work
     cpu_threads: int = 0  # torch threads when training on a CPU (0: torch's default, one per core)
     sample_every: int = 500  # steps between sample generations under out_dir/samples (0: never)
     num_samples: int = 3  # test captions generated at each sample step
@@ -159,6 +158,39 @@ class CaptionTable:
         mask = torch.arange(length, device=device)[None] < counts[:, None]
         return self.states[rows, :length], mask
 
+    def subset(self, captions: list[str]) -> CaptionTable:
+        """A table of ``captions`` only, in that order (row ``i`` is ``captions[i]``)."""
+        rows = self._rows(captions, self.table.device)
+        if self.states is None:
+            return CaptionTable({c: self.table[r] for c, r in zip(captions, rows.tolist())})
+        return CaptionTable({c: (self.table[r], self.states[r, : int(self.token_counts[r])]) for c, r in zip(captions, rows.tolist())})
+
+    def _to(self, device: torch.device) -> None:
+        if self.table.device != device:
+            self.table = self.table.to(device)
+        if self.states is not None and self.states.device != device:
+            self.states, self.token_counts = self.states.to(device), self.token_counts.to(device)
+
+    def rows(self, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Pooled embeddings of table rows ``ids`` (a tensor: no host synchronisation)."""
+        self._to(device)
+        return self.table[ids]
+
+    def condition_rows(self, ids: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        """:meth:`condition` by row index, padded to the table's longest caption (static shapes)."""
+        if self.states is None:
+            return {}
+        self._to(device)
+        mask = torch.arange(self.states.shape[1], device=device)[None] < self.token_counts[ids][:, None]
+        return {"encoder_token_states": self.states[ids], "encoder_attention_mask": mask}
+
+    def token_rows(self, ids: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(token states, mask)`` by row index, padded to the table's longest caption."""
+        condition = self.condition_rows(ids, device)
+        if not condition:
+            raise ValueError("this CaptionTable holds pooled embeddings only (embed_caption_set(with_tokens=True))")
+        return condition["encoder_token_states"], condition["encoder_attention_mask"]
+
     def condition(self, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         """The denoiser's text keyword arguments: ``encoder_token_states`` and ``encoder_attention_mask`` when
         the table holds token states, nothing otherwise."""
@@ -179,36 +211,54 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return ((prediction - target) ** 2 * weights).sum() / (weights.sum() * prediction.shape[-1]).clamp_min(1.0)
 
 
-def mdm_loss_fn(config: MDMTrainConfig, captions: CaptionTable, seed: int):
+class MDMBatches:
+    """Factory of MDM's training batches: :class:`~.batches.MotionBatches` plus the diffusion draws of the step
+    (timesteps, noise, text dropout), all from the step's seeded generator on the training device."""
+
+    def __init__(self, dataset, config: MDMTrainConfig, vocabulary):
+        self.dataset, self.config, self.vocabulary = dataset, config, vocabulary
+
+    def __call__(self, **kwargs: Any):
+        from .batches import MotionBatches
+
+        config = self.config
+        trim = 16 if config.trim_padding and not config.compile else 0
+
+        class _Batches(MotionBatches):
+            def gather(inner, rows, epoch, generator):  # noqa: N805
+                batch = super().gather(rows, epoch, generator)
+                size, device = len(rows), inner.device
+                batch["timesteps"] = torch.randint(0, config.num_train_timesteps, (size,), device=device, generator=generator)
+                batch["noise"] = torch.randn(batch["motion"].shape, device=device, generator=generator)
+                batch["cond_drop"] = torch.rand(size, device=device, generator=generator) < config.cond_drop_prob
+                return batch
+
+        return _Batches(self.dataset, vocabulary=self.vocabulary, trim_multiple=trim, **kwargs)
+
+
+def mdm_loss_fn(config: MDMTrainConfig, captions: CaptionTable | torch.Tensor):
     """The ``loss_fn(model, batch)`` of :func:`run_training`: x0 MSE on valid frames (+ velocity loss).
 
-    Timesteps, noise and condition dropout come from a generator seeded by ``(seed, process index)``, so
-    every process of a multi-GPU run draws different noise.
+    ``captions`` holds the text of every caption index a batch names (``caption_ids``), in vocabulary order: a
+    :class:`CaptionTable` (pooled embeddings, and token states for order-aware denoisers) or a plain
+    ``[num_captions, D]`` tensor of pooled embeddings. The timesteps, noise and text dropout come with the batch
+    (:class:`MDMBatches`), so the loss has static shapes and no host synchronisation (CUDA-graph safe).
     """
-    scheduler = default_scheduler(config.num_train_timesteps)
-    state: dict[str, Any] = {}
-
-    def generator(device: torch.device) -> torch.Generator:
-        if "generator" not in state:
-            rank = (
-                torch.distributed.get_rank()
-                if torch.distributed.is_available() and torch.distributed.is_initialized()
-                else 0
-            )
-            state["generator"] = torch.Generator(device).manual_seed(seed * 1_000_003 + rank)
-        return state["generator"]
+    if torch.is_tensor(captions):
+        captions = CaptionTable(dict(enumerate(captions)))
+    alphas = default_scheduler(config.num_train_timesteps).alphas_cumprod.float()
+    tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x0, mask = batch["motion"], batch["mask"]
-        device, size = x0.device, x0.shape[0]
-        gen = generator(device)
-        text = captions.lookup(batch["captions"], device)
-        timesteps = torch.randint(0, config.num_train_timesteps, (size,), device=device, generator=gen)
-        noise = torch.randn(x0.shape, device=device, generator=gen)
-        drop = torch.rand(size, device=device, generator=gen) < config.cond_drop_prob
-        noisy = scheduler.add_noise(x0, noise, timesteps)
-        prediction = model(noisy, timesteps, text, frame_mask=mask, cond_drop_mask=drop,
-                           **captions.condition(batch["captions"], device)).float()
+        device = x0.device
+        if device not in tables:
+            tables[device] = (alphas.to(device).sqrt(), (1 - alphas.to(device)).sqrt())
+        signal, noise_scale = tables[device]
+        t, ids = batch["timesteps"], batch["caption_ids"]
+        noisy = signal[t][:, None, None] * x0 + noise_scale[t][:, None, None] * batch["noise"]
+        prediction = model(noisy, t, captions.rows(ids, device), frame_mask=mask, cond_drop_mask=batch["cond_drop"],
+                           **captions.condition_rows(ids, device)).float()
         losses = {"mse": masked_mse(prediction, x0, mask)}
         loss = losses["mse"]
         if config.velocity_loss_weight > 0:
@@ -326,15 +376,14 @@ def _train_mdm(
             f"{data or 'the procedural corpus'}: the train split has no clip of at least {MIN_FRAMES} frames"
         )
     tokenizer, encoder = text_encoder if text_encoder is not None else load_text_encoder(config.text_encoder)
-    caption_set = {c for clip in train_set.captions for c in clip}
-    if config.mirror_prob > 0:
-        caption_set |= {mirror_caption(c) for c in caption_set}
+    from .batches import CaptionVocabulary
+
+    vocabulary = CaptionVocabulary(train_set.captions, mirror=config.mirror_prob > 0)
+    caption_set = set(vocabulary.captions)
     text_dim = text_hidden_size(encoder)
     denoiser = config.build_denoiser(text_dim, text_token_size(encoder))
-    captions = CaptionTable(embed_caption_set(caption_set, tokenizer, encoder, progress=progress,
-                                              with_tokens=denoiser.uses_text_tokens))  # fmt: skip
-    if config.compile:
-        denoiser.compile()
+    embeddings = embed_caption_set(caption_set, tokenizer, encoder, progress=progress, with_tokens=denoiser.uses_text_tokens)
+    captions = CaptionTable({c: embeddings[c] for c in vocabulary.captions})  # rows in vocabulary order
     normalizer = MotionNormalizer.from_stats(stats)
     test_set = MotionDataset(splits["test"], stats, train=False) if "test" in splits else None
     prompts = (
@@ -347,9 +396,9 @@ def _train_mdm(
                 len(train_set), len(caption_set), sum(p.numel() for p in denoiser.parameters()) / 1e6)  # fmt: skip
 
     result = run_training(
-        denoiser, train_set, collate_trimmed if config.trim_padding else collate_motion, mdm_loss_fn(config, captions, config.seed), config.loop_config(), out_dir,
+        denoiser, None, None, mdm_loss_fn(config, captions), config.loop_config(), out_dir,
         name="mdm", on_step=sampler if config.sample_every else None, every=config.sample_every, resume=resume,
-        progress=progress,
+        progress=progress, batches=MDMBatches(train_set, config, vocabulary), graph_safe=True,
     )  # fmt: skip
     denoiser = result.model.to("cpu")
     pipe = Express4DMDMPipeline(
@@ -377,6 +426,7 @@ def _train_mdm(
             config, data=data_name, train_clips=len(train_set), captions=len(caption_set), steps=result.step,
             train_seconds=round(train_seconds, 1), loop_seconds=round(result.seconds, 1),
             samples_per_s=round(result.samples_per_s, 1), final_loss=final_loss,
+            loop_seconds_all_runs=round(result.total_seconds, 1), execution=result.info,
             parameters=sum(p.numel() for p in denoiser.parameters()),
         )  # fmt: skip
         previous = out_dir / METADATA_NAME

@@ -259,14 +259,17 @@ def train_vqvae(
                           max_leading_offset=config.max_leading_offset, mirror_prob=config.mirror_prob, seed=config.seed)  # fmt: skip
     if len(clips) == 0:
         raise ValueError(f"{data or 'the procedural corpus'}: the train split has no clip of at least {MIN_FRAMES} frames")
-    windows = MotionWindows(clips, config.window_frames, seed=config.seed)
+    from .batches import MotionBatches
+
+    if config.window_frames < 4 or config.window_frames % 4:
+        raise ValueError(f"window_frames must be a positive multiple of 4, got {config.window_frames}")
     model = config.build_model()
     logger.info("vqvae: %d training clips, %.2f M parameters, %d codes x %d", len(clips),
                 sum(p.numel() for p in model.parameters()) / 1e6, model.config.num_codes, model.config.code_dim)  # fmt: skip
     result = run_training(
-        model, windows, collate_windows, vqvae_loss_fn, config.loop_config(), out_dir, name="vqvae",
+        model, None, None, vqvae_loss_fn, config.loop_config(), out_dir, name="vqvae",
         on_step=codebook_usage_callback if config.usage_every else None, every=config.usage_every, resume=resume,
-        progress=progress,
+        progress=progress, batches=lambda **kw: MotionBatches(clips, window=config.window_frames, **kw),
     )  # fmt: skip
     vqvae = result.model.to("cpu").eval()
     if _process_state().is_main_process:
@@ -543,14 +546,28 @@ def _token_kwargs(captions: CaptionTable, names: list[str], device) -> dict[str,
     return {"text_token_states": states, "text_mask": mask}
 
 
-def gpt_loss_fn(captions: CaptionTable, tau: float):
-    """The ``loss_fn`` of stage 2: corrupted teacher forcing through the (possibly DDP-wrapped) model."""
+def gpt_loss_fn(captions: CaptionTable | torch.Tensor, tau: float):
+    """The ``loss_fn`` of stage 2: corrupted teacher forcing through the (possibly DDP-wrapped) model.
+
+    Batches of :class:`~.batches.CodeBatches` name their captions by index (``caption_ids``, rows of
+    ``captions`` in vocabulary order: static shapes, graph-safe); batches of caption strings (``captions``)
+    are looked up by name. ``captions`` may also be a plain ``[num_captions, D]`` tensor of pooled embeddings."""
+    if torch.is_tensor(captions):
+        captions = CaptionTable(dict(enumerate(captions)))
+
+    def text_of(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if "caption_ids" in batch:
+            ids = batch["caption_ids"]
+            condition = captions.condition_rows(ids, device)
+            tokens = {"text_token_states": condition["encoder_token_states"], "text_mask": condition["encoder_attention_mask"]} if condition else {}
+            return captions.rows(ids, device), tokens
+        return captions.lookup(batch["captions"], device), _token_kwargs(captions, batch["captions"], device)
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         gpt = _unwrap(model)
-        text = captions.lookup(batch["captions"], batch["codes"].device)
+        text, tokens = text_of(batch, batch["codes"].device)
         inputs, target = gpt.training_sequences(batch["codes"], batch["lengths"], tau)
-        logits, _ = model(inputs, text, **_token_kwargs(captions, batch["captions"], batch["codes"].device))
+        logits, _ = model(inputs, text, **tokens)
         out = gpt.loss_from_logits(logits, target)
         return {"loss": out.loss, "accuracy": out.accuracy.detach()}
 
@@ -678,17 +695,25 @@ def train_t2m_gpt(
                                                       with_tokens=gpt.uses_text_tokens))  # fmt: skip
     if gpt.config.max_codes < tokens["train"].codes.shape[1]:
         raise ValueError(f"the GPT holds {gpt.config.max_codes} codes but clips have up to {tokens['train'].codes.shape[1]}")
-    dataset = CodeSequences(tokens["train"], gpt.pad_token_id, gpt_config.mirror_prob, gpt_config.token_drop_prob,
-                            seed=gpt_config.seed)  # fmt: skip
+    from .batches import CaptionVocabulary, CodeBatches
+
+    vocabulary = CaptionVocabulary(tokens["train"].captions, mirror=gpt_config.mirror_prob > 0)
+    train_captions = captions.subset(vocabulary.captions)  # rows in vocabulary order: CodeBatches' caption_ids
+    num_sequences = len(tokens["train"].lengths)
+
+    def batches(**kwargs: Any) -> CodeBatches:
+        return CodeBatches(tokens["train"], gpt.pad_token_id, mirror_prob=gpt_config.mirror_prob,
+                           token_drop_prob=gpt_config.token_drop_prob, min_codes=MIN_CODES, vocabulary=vocabulary, **kwargs)  # fmt: skip
+
     normalizer = MotionNormalizer.from_stats(stats)
     monitor = GPTMonitor(out_dir, gpt_config, tokens.get("test"), captions, vqvae, normalizer, tokenizer, encoder)
-    logger.info("t2m-gpt: %d training sequences (+ mirrors), %d captions, %.2f M parameters", len(dataset),
+    logger.info("t2m-gpt: %d training sequences (+ mirrors), %d captions, %.2f M parameters", num_sequences,
                 num_train_captions, sum(p.numel() for p in gpt.parameters()) / 1e6)  # fmt: skip
     gpt_started = time.perf_counter()
     result = run_training(
-        gpt, dataset, collate_codes, gpt_loss_fn(captions, gpt_config.corruption_prob), gpt_config.loop_config(), out_dir,
+        gpt, None, None, gpt_loss_fn(train_captions, gpt_config.corruption_prob), gpt_config.loop_config(), out_dir,
         name="gpt", on_step=monitor if gpt_config.sample_every else None, every=gpt_config.sample_every, resume=resume,
-        progress=progress,
+        progress=progress, batches=batches, graph_safe=True,
     )  # fmt: skip
     gpt_seconds = time.perf_counter() - gpt_started
     pipe = Express4DT2MGPTPipeline(vqvae=vqvae.to("cpu").eval(), transformer=result.model.to("cpu").eval(),
@@ -704,7 +729,7 @@ def train_t2m_gpt(
             "model_name": f"Express4D T2M-GPT baseline ({gpt_config.model_preset})",
             "preset": f"VQ-VAE {vq_config.model_preset if vqvae_dir is None else 'from ' + vq_source}, GPT {gpt_config.model_preset}",
             "text_encoder": gpt_config.text_encoder or f"sentence-transformers/{DEFAULT_TEXT_ENCODER}",
-            "training_data": f"{data_name}: {len(dataset)} training clips tokenised with their mirrors, {num_train_captions} "
+            "training_data": f"{data_name}: {num_sequences} training clips tokenised with their mirrors, {num_train_captions} "
             "distinct training captions (mirrors included)" + (" — the synthetic procedural corpus, not the real capture" if data is None else ""),
             "training": _training_text(vq_config if vqvae_dir is None else None, vq_meta, gpt_config, final_loss, held_out),
             "reconstruction": f"MSE {recon['mse']:.4f}, L1 {recon['l1']:.4f} on {recon['clips']} test clips" if recon else "not measured",
@@ -715,7 +740,7 @@ def train_t2m_gpt(
         _plot_curves(out_dir / "gpt_losses.jsonl", {"gpt_loss.png": ("T2M-GPT token cross-entropy", ["loss", "val_loss"])})
         write_json(out_dir / METADATA_NAME, run_metadata(
             {"vqvae": _config_dict(vq_config) if vqvae_dir is None else {"from": vq_source}, "gpt": _config_dict(gpt_config)},
-            data=data_name, train_clips=len(dataset), captions=num_train_captions, vqvae_seconds=round(vq_seconds, 1),
+            data=data_name, train_clips=num_sequences, captions=num_train_captions, vqvae_seconds=round(vq_seconds, 1),
             vqvae_samples_per_s=vq_meta.get("samples_per_s"), gpt_seconds=round(gpt_seconds, 1),
             gpt_loop_seconds=round(result.seconds, 1), gpt_samples_per_s=round(result.samples_per_s, 1),
             total_seconds=round(time.perf_counter() - started, 1), gpt_steps=result.step, final_loss=final_loss,
