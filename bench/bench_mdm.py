@@ -149,19 +149,20 @@ def time_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[flo
 
 
 def synthetic_batch(batch: int, frames: int, text_dim: int, device: torch.device, seed: int = 0):
-    from express4d_hf.training.mdm import CaptionTable
-
+    """One training batch as ``training.mdm.MDMBatches`` draws it, and its ``[captions, text_dim]`` table."""
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(20, frames + 1, (batch,), generator=gen)
     mask = torch.arange(frames)[None] < lengths[:, None]
     motion = torch.randn(batch, frames, 61, generator=gen) * mask[..., None]
-    captions = [f"caption {i}" for i in range(batch)]
-    table = CaptionTable({c: torch.randn(text_dim, generator=gen) for c in captions})
+    table = torch.randn(batch, text_dim, generator=gen)
     batch_dict = {
         "motion": motion.to(device),
         "mask": mask.to(device),
         "lengths": lengths.to(device),
-        "captions": captions,
+        "caption_ids": torch.arange(batch, device=device),
+        "timesteps": torch.randint(0, 1000, (batch,), generator=gen).to(device),
+        "noise": torch.randn(batch, frames, 61, generator=gen).to(device),
+        "cond_drop": (torch.rand(batch, generator=gen) < 0.1).to(device),
     }
     return batch_dict, table
 
@@ -175,7 +176,7 @@ def time_training(args: argparse.Namespace, device: torch.device, optimised: boo
     torch.manual_seed(0)
     model = MDMDenoiser.from_preset(args.preset).to(device).train()
     batch, table = synthetic_batch(config.batch_size, args.frames, model.config.text_dim, device)
-    loss_fn = mdm_loss_fn(config, table, seed=0)
+    loss_fn = mdm_loss_fn(config, table)
     cuda = device.type == "cuda"
     use_compile = optimised and (args.compile == "on" or (args.compile == "auto" and cuda))
     use_bf16 = optimised and cuda and torch.cuda.is_bf16_supported()

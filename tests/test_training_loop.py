@@ -189,3 +189,49 @@ def test_two_process_cpu_training_with_accelerate_launch(tmp_path):
     assert metadata["execution"]["processes"] == 2 and metadata["steps"] == 3
     assert metadata["execution"]["mixed_precision_source"].startswith("accelerate")
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_3"]
+
+
+def test_every_config_field_is_an_option_and_presets_fill_defaults_first():
+    from dataclasses import fields
+
+    from express4d_hf.commands.train import configs_from_args, trainer_parser
+    from express4d_hf.training.evaluator import EvaluatorTrainConfig
+    from express4d_hf.training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig
+
+    mdm = trainer_parser("mdm")
+    options = {a.dest for a in mdm._actions}
+    assert {f.name for f in fields(MDMTrainConfig)} <= options
+    assert {f.name for f in fields(EvaluatorTrainConfig)} <= {a.dest for a in trainer_parser("evaluator")._actions}
+    gpt = {a.dest for a in trainer_parser("t2m-gpt")._actions}
+    assert {f"vqvae__{f.name}" for f in fields(VQVAETrainConfig)} | {f"gpt__{f.name}" for f in fields(GPTTrainConfig)} <= gpt
+
+    args = mdm.parse_args(["--preset", "paper", "--max-steps", "1000", "--ema-decay", "0.5", "--no-trim-padding",
+                           "--model-overrides", "num_layers=2", "dropout=0.0", "--mixed-precision", "no"])  # fmt: skip
+    config = configs_from_args(args, "mdm")[""]
+    paper = MDMTrainConfig.preset("paper")
+    assert config.max_steps == 1000 and config.warmup_steps == 100  # derived from the new step count
+    assert config.checkpoint_every == 1000 and config.batch_size == paper.batch_size  # the preset's value
+    assert config.ema_decay == 0.5 and config.trim_padding is False and config.mixed_precision == "no"
+    assert config.model_overrides == {"num_layers": 2, "dropout": 0.0}
+
+    args = trainer_parser("t2m-gpt").parse_args(["--max-steps", "40", "--vqvae-learning-rate", "0.5", "--gpt-max-steps", "30",
+                                                 "--batch-size", "16", "--text-encoder", "x"])  # fmt: skip
+    both = configs_from_args(args, "t2m-gpt")
+    assert (both["vqvae"].max_steps, both["gpt"].max_steps) == (40, 30)
+    assert both["vqvae"].learning_rate == 0.5 and both["gpt"].learning_rate == GPTTrainConfig.preset("tiny").learning_rate
+    assert both["vqvae"].batch_size == both["gpt"].batch_size == 16 and both["gpt"].text_encoder == "x"
+
+
+def test_bench_training_smoke_on_cpu(tmp_path):
+    """`bench/bench_training.py --device cpu --smoke` (every stage, eager and fast loop) finishes and reports."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_training.py"
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--smoke", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results["stages"]) == {"movement", "contrastive", "mdm", "vqvae", "gpt"}
+    for row in results["stages"].values():
+        assert row["eager"]["ms_per_step"] > 0 and row["fast"]["ms_per_step"] > 0 and row["full_schedule_min"] > 0

@@ -472,6 +472,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def _copy_into(static: Any, fresh: Any) -> None:
+    if static is fresh:
+        return
     if torch.is_tensor(static):
         static.copy_(fresh, non_blocking=True)
     elif isinstance(static, dict):

@@ -21,7 +21,6 @@ The output folder loads with ``TextMotionEvaluator.from_pretrained(out_dir)``; i
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -523,39 +522,3 @@ def save_evaluator_folder(evaluator: TextMotionEvaluator, out_dir: Path, metrics
     with files_into(out_dir, last=SAFETENSORS_WEIGHTS_NAME) as tmp:
         evaluator.save_pretrained(tmp)
         write_json(tmp / METRICS_NAME, metrics)
-
-
-# --- command line -------------------------------------------------------------------------------------------
-def add_train_command(subparsers) -> None:
-    """``express4d train evaluator``."""
-    from ..commands.train import add_common_train_arguments
-
-    parser = subparsers.add_parser(
-        "evaluator",
-        help="train the text-motion evaluator that the benchmark metrics are measured with",
-        description="Train the HumanML3D-style text-motion evaluator (movement autoencoder, then margin-10 "
-        "contrastive matching), selected on a seeded validation split carved from train. The output folder loads "
-        "with TextMotionEvaluator.from_pretrained and carries its stats, tokenizer and FID reference.",
-    )
-    add_common_train_arguments(parser, default_out="runs/evaluator")
-    parser.set_defaults(func=_run_command)
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    config = EvaluatorTrainConfig.preset(args.preset, seed=args.seed)
-    if args.batch_size is not None:
-        config = replace(config, batch_size=args.batch_size)
-    if args.max_steps is not None:
-        config = config.with_max_steps(args.max_steps)
-    train_evaluator(args.data, args.out, config, progress=True, resume=not args.no_resume)
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
-        return 0
-    metrics = json.loads((Path(args.out) / METRICS_NAME).read_text())
-    for split in ("validation", "test", "text_blind_control"):
-        values = metrics[split]
-        print(f"{split:>18}: R-precision top-1 {values['r_precision_top1']:.3f}  top-2 {values['r_precision_top2']:.3f}"
-              f"  top-3 {values['r_precision_top3']:.3f}")  # fmt: skip
-    print(f"evaluator saved to {args.out} ({metrics['train_seconds']:.0f} s)")
-    return 0

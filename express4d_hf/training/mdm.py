@@ -23,7 +23,6 @@ runs the same script on N processes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -449,52 +448,3 @@ def save_pipeline_folder(pipe: Express4DMDMPipeline, out_dir: Path) -> None:
     """
     with files_into(out_dir, last="model_index.json") as tmp:
         pipe.save_pretrained(tmp)
-
-
-# --- command line --------------------------------------------------------------------------------------------
-def add_train_command(subparsers) -> None:
-    """``express4d train mdm``."""
-    from ..commands.train import add_common_train_arguments, add_pipeline_train_arguments
-
-    parser = subparsers.add_parser(
-        "mdm",
-        help="train the MDM diffusion baseline",
-        description="Train the Motion Diffusion Model baseline (x0-prediction transformer, 1000-step cosine "
-        "schedule, classifier-free guidance, EMA) and save a diffusers pipeline folder that loads with "
-        "Express4DMDMPipeline.from_pretrained or `express4d generate --model`. Runs on 1 or N processes "
-        "(accelerate launch -m express4d_hf.cli train mdm ...).",
-    )
-    add_common_train_arguments(parser, default_out="runs/mdm")
-    add_pipeline_train_arguments(parser)
-    parser.add_argument("--learning-rate", type=float, default=None, help="override the preset's peak learning rate")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (worth it on GPU)")
-    parser.set_defaults(func=_run_command)
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
-    config = MDMTrainConfig.preset(args.preset, seed=args.seed, text_encoder=args.text_encoder, compile=args.compile)
-    if args.batch_size is not None:
-        config = replace(config, batch_size=args.batch_size)
-    if args.learning_rate is not None:
-        config = replace(config, learning_rate=args.learning_rate)
-    if args.max_steps is not None:
-        config = config.with_max_steps(args.max_steps)
-    pipe = train_mdm(args.data, args.out, config, progress=True, resume=not args.no_resume)
-    if not PartialState().is_main_process:  # the other processes of `accelerate launch` are done
-        return 0
-    metadata = json.loads((Path(args.out) / METADATA_NAME).read_text())
-    print(f"MDM pipeline saved to {args.out}: {config.max_steps} steps in {metadata['train_seconds']:.0f} s "
-          f"({metadata['samples_per_s']:.0f} samples/s, {metadata['hardware']})")  # fmt: skip
-    if args.evaluator:
-        from ..evaluation.scoring import Sampling, card_evaluation_markdown, score_for_card
-
-        sampling = Sampling(sampler="ddim", steps=50, guidance_scale=config.guidance_scale)
-        scores = score_for_card(pipe, args.evaluator, args.data, sampling, replications=args.replications, seed=args.seed)
-        write_json(Path(args.out) / METRICS_NAME, scores)
-        pipe.card_data["metrics"] = card_evaluation_markdown(scores, "MDM")
-        pipe.card_data["scores"] = scores  # the card's model-index
-        save_pipeline_folder(pipe, Path(args.out))
-        print(pipe.card_data["metrics"])
-    return 0

@@ -23,7 +23,6 @@ first or last code. Both stages run through :func:`~express4d_hf.training.common
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -790,80 +789,4 @@ def _plot_curves(log_path: Path, figures: dict[str, tuple[str, list[str]]]) -> N
 
 
 # --- optional: score the trained pipeline --------------------------------------------------------------------
-# --- command line --------------------------------------------------------------------------------------------
-def add_train_command(subparsers) -> None:
-    """``express4d train t2m-gpt`` (both stages) and ``express4d train vqvae`` (stage 1 alone)."""
-    from ..commands.train import add_common_train_arguments, add_pipeline_train_arguments
 
-    gpt = subparsers.add_parser(
-        "t2m-gpt",
-        help="train the T2M-GPT baseline (VQ-VAE tokenizer, then GPT)",
-        description="Train T2M-GPT in two stages — a motion VQ-VAE (EMA codebook with dead-code reset), then a causal "
-        "transformer over [text; codes; end] with code corruption — and save a diffusers-format pipeline folder that "
-        "loads with Express4DT2MGPTPipeline.from_pretrained or `express4d generate --model`. Runs on 1 or N processes "
-        "(accelerate launch -m express4d_hf.cli train t2m-gpt ...).",
-    )
-    add_common_train_arguments(gpt, default_out="runs/t2m_gpt")
-    gpt.add_argument("--vqvae", default=None, metavar="DIR",
-                     help="reuse a trained tokenizer (the --out of `express4d train vqvae` or of a T2M-GPT run) instead of stage 1")  # fmt: skip
-    gpt.add_argument("--vqvae-steps", type=int, default=None, help="override stage 1's number of steps (--max-steps sets stage 2's)")
-    add_pipeline_train_arguments(gpt)
-    gpt.add_argument("--learning-rate", type=float, default=None, help="override the GPT's peak learning rate")
-    gpt.set_defaults(func=_run_t2m_gpt)
-
-    vq = subparsers.add_parser(
-        "vqvae",
-        help="train the T2M-GPT motion tokenizer (VQ-VAE) alone",
-        description="Train stage 1 of T2M-GPT: a motion VQ-VAE over normalised 20 fps clips (x4 temporal downsampling, "
-        "EMA codebook with dead-code reset). --out becomes a MotionVQVAE folder that `express4d train t2m-gpt --vqvae DIR` reuses.",
-    )
-    add_common_train_arguments(vq, default_out="runs/vqvae")
-    vq.add_argument("--learning-rate", type=float, default=None, help="override the preset's peak learning rate")
-    vq.set_defaults(func=_run_vqvae)
-
-
-def _vq_config(args: argparse.Namespace, steps: int | None) -> VQVAETrainConfig:
-    config = VQVAETrainConfig.preset(args.preset, seed=args.seed)
-    if args.batch_size is not None:
-        config = replace(config, batch_size=args.batch_size)
-    if getattr(args, "learning_rate", None) is not None and args.model == "vqvae":
-        config = replace(config, learning_rate=args.learning_rate)
-    return config.with_max_steps(steps) if steps is not None else config
-
-
-def _run_vqvae(args: argparse.Namespace) -> int:
-    config = _vq_config(args, args.max_steps)
-    vqvae = train_vqvae(args.data, args.out, config, progress=True, resume=not args.no_resume)
-    if not _process_state().is_main_process:
-        return 0
-    meta = _read_json(Path(args.out) / METADATA_NAME)
-    print(f"VQ-VAE saved to {args.out} ({config.max_steps} steps); codebook {vqvae.codebook_usage()}; "
-          f"test reconstruction {meta.get('reconstruction_test')}")  # fmt: skip
-    return 0
-
-
-def _run_t2m_gpt(args: argparse.Namespace) -> int:
-    gpt_config = GPTTrainConfig.preset(args.preset, seed=args.seed, text_encoder=args.text_encoder)
-    if args.batch_size is not None:
-        gpt_config = replace(gpt_config, batch_size=args.batch_size)
-    if args.learning_rate is not None:
-        gpt_config = replace(gpt_config, learning_rate=args.learning_rate)
-    if args.max_steps is not None:
-        gpt_config = gpt_config.with_max_steps(args.max_steps)
-    vq_steps = args.vqvae_steps if args.vqvae_steps is not None else args.max_steps
-    pipe = train_t2m_gpt(args.data, args.out, _vq_config(args, vq_steps), gpt_config, vqvae_dir=args.vqvae,
-                         progress=True, resume=not args.no_resume)  # fmt: skip
-    if not _process_state().is_main_process:
-        return 0
-    print(f"T2M-GPT pipeline saved to {args.out} (GPT {gpt_config.max_steps} steps)")
-    if args.evaluator:
-        from ..evaluation.scoring import card_evaluation_markdown, score_for_card
-
-        scores = score_for_card(pipe, args.evaluator, args.data, replications=args.replications, seed=args.seed)
-        write_json(Path(args.out) / METRICS_NAME, scores)
-        pipe.card_data["metrics"] = card_evaluation_markdown(scores, "T2M-GPT")
-        pipe.card_data["scores"] = scores  # the card's model-index
-        save_pipeline_folder(pipe, Path(args.out))
-        print(pipe.card_data["metrics"])
-    print(f"training metadata: {Path(args.out) / METADATA_NAME}")
-    return 0

@@ -1,0 +1,279 @@
+"""Training speed of every stage of the benchmark, side by side in one run (issue #14).
+
+Per stage (evaluator autoencoder, evaluator contrastive, MDM, VQ-VAE, GPT), on the preset's model and batch:
+
+* ``eager fp32``: the project's loop (``training.common``: batches drawn by index on the device) with no
+  mixed precision, no CUDA graph, no compile: the plain loop;
+* ``fast``: the loop as ``express4d train`` runs it by default (bf16 autocast, fused capturable AdamW, the
+  whole step replayed as one CUDA graph where the stage's step is graph-safe);
+* ``limit``: the bare step of the same model, ``torch.compile``d and replayed as a CUDA graph, on one fixed
+  random batch (no data drawing, no per-step host work): what the hardware allows at this size;
+
+with the GPU busy share while the fast loop runs alone (``nvidia-smi`` sampled every 100 ms), and the full
+schedule extrapolated from the fast loop's step time. ``--device cpu --smoke`` runs the tiny presets for a few
+steps (under three minutes on a 2-core CPU; CI runs it): only the eager and fast columns (on a CPU the fast
+loop is the eager loop, without graph or bf16).
+
+    python bench/bench_training.py --device cpu --smoke
+    python bench/bench_training.py --preset paper --json out/bench_training.json     # one GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STAGES = ("movement", "contrastive", "mdm", "vqvae", "gpt")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class BusySampler:
+    """GPU utilisation (%) sampled by ``nvidia-smi`` every 100 ms while the ``with`` block runs."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.samples, self.proc = device, [], None
+
+    def __enter__(self):
+        if self.device.type != "cuda":
+            return self
+        index = self.device.index or 0
+        try:
+            self.proc = subprocess.Popen(["nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                          "-lms", "100"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        except OSError:
+            return self
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        time.sleep(0.3)
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                self.samples.append(float(line.strip()))
+            except ValueError:
+                pass
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+        return False
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples[2:] or self.samples) if self.samples else None
+
+
+def build_stage(name: str, preset: str, data, device: torch.device) -> dict[str, Any]:
+    """Model, loss, batch factory, loop config and graph-safety of one stage, as its trainer builds them."""
+    from express4d_hf.data.hub import dataset_stats, load_express4d
+    from express4d_hf.data.torch import MotionDataset
+    from express4d_hf.training.batches import CaptionVocabulary, MotionBatches
+
+    splits = load_express4d(data, progress=False)
+    stats = dataset_stats(data)
+    torch.manual_seed(0)
+    if name in ("movement", "contrastive"):
+        from express4d_hf.models.evaluator import TextMotionEvaluator
+        from express4d_hf.training.evaluator import (EvaluatorTrainConfig, MovementAutoencoder, TextMotionPair,
+                                                     contrastive_batches, contrastive_index_loss_fn, movement_loss_fn)  # fmt: skip
+
+        config = EvaluatorTrainConfig.preset(preset)
+        train_set = MotionDataset(splits["train"], stats, train=True, max_leading_offset=config.max_leading_offset,
+                                  mirror_prob=config.mirror_prob)  # fmt: skip
+        vocabulary = CaptionVocabulary(train_set.captions)
+        evaluator = TextMotionEvaluator.from_text_encoder(config.model_preset, config.text_encoder, stats=stats)
+        if name == "movement":
+            return dict(model=MovementAutoencoder(evaluator), loss=movement_loss_fn(config), loop=config.stage_loop("movement"),
+                        batches=lambda **kw: MotionBatches(train_set, vocabulary=vocabulary, **kw), graph_safe=True,
+                        schedule=config.movement_steps)  # fmt: skip
+        return dict(model=TextMotionPair(evaluator), loss=contrastive_index_loss_fn(evaluator, config, vocabulary),
+                    loop=config.stage_loop("contrastive"), batches=contrastive_batches(train_set, config, vocabulary),
+                    graph_safe=True, schedule=config.max_steps)  # fmt: skip
+    if name == "mdm":
+        from express4d_hf.training.mdm import MDMBatches, MDMTrainConfig, mdm_loss_fn
+
+        config = MDMTrainConfig.preset(preset)
+        train_set = MotionDataset(splits["train"], stats, train=True, max_leading_offset=config.max_leading_offset,
+                                  mirror_prob=config.mirror_prob)  # fmt: skip
+        vocabulary = CaptionVocabulary(train_set.captions)
+        table = torch.randn(len(vocabulary), 384)
+        return dict(model=config.build_denoiser(384), loss=mdm_loss_fn(config, table), loop=config.loop_config(),
+                    batches=MDMBatches(train_set, replace(config, trim_padding=device.type == "cpu"), vocabulary),
+                    graph_safe=True, schedule=config.max_steps)  # fmt: skip
+    from express4d_hf.training.t2m_gpt import GPTTrainConfig, TokenizedSplit, VQVAETrainConfig, gpt_loss_fn, vqvae_loss_fn
+
+    if name == "vqvae":
+        config = VQVAETrainConfig.preset(preset)
+        train_set = MotionDataset(splits["train"], stats, train=True, max_leading_offset=config.max_leading_offset,
+                                  mirror_prob=config.mirror_prob)  # fmt: skip
+        return dict(model=config.build_model(), loss=vqvae_loss_fn, loop=config.loop_config(),
+                    batches=lambda **kw: MotionBatches(train_set, window=config.window_frames, **kw), graph_safe=False,
+                    schedule=config.max_steps)  # fmt: skip
+    from express4d_hf.models.t2m_gpt import MIN_CODES
+    from express4d_hf.training.batches import CodeBatches
+
+    config = GPTTrainConfig.preset(preset)
+    vq = VQVAETrainConfig.preset(preset).build_model()
+    train_set = MotionDataset(splits["train"], stats, train=False)
+    lengths = torch.as_tensor(train_set.lengths // 4).clamp(min=MIN_CODES)
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, vq.config.num_codes, (len(lengths), 49), generator=gen)
+    tokens = TokenizedSplit(codes, codes.flip(1), lengths, [list(c) for c in train_set.captions])
+    vocabulary = CaptionVocabulary(tokens.captions)
+    gpt = config.build_model(vq.config.num_codes, 384)
+    table = torch.randn(len(vocabulary), 384)
+    return dict(model=gpt, loss=gpt_loss_fn(table, config.corruption_prob), loop=config.loop_config(),
+                batches=lambda **kw: CodeBatches(tokens, gpt.pad_token_id, mirror_prob=config.mirror_prob,
+                                                 token_drop_prob=config.token_drop_prob, min_codes=MIN_CODES,
+                                                 vocabulary=vocabulary, **kw),
+                graph_safe=True, schedule=config.max_steps)  # fmt: skip
+
+
+class _Fixed:
+    """A batch source that returns one fixed batch (the ``limit`` column: no data drawing)."""
+
+    def __init__(self, batch):
+        self.fixed = batch
+
+    def batch(self, step):
+        return self.fixed
+
+
+def time_variant(stage: dict[str, Any], variant: str, device: torch.device, seconds: float, min_steps: int) -> dict[str, Any]:
+    """Milliseconds per step of the loop's step in ``variant`` (``eager``, ``fast`` or ``limit``)."""
+    import copy
+
+    from express4d_hf.training.common import EMA, _TrainStep, cosine_schedule, make_optimizer, step_seed
+
+    loop = stage["loop"]
+    cuda = device.type == "cuda"
+    if variant == "eager":
+        loop = replace(loop, mixed_precision="no", cuda_graph=False, compile=False)
+    elif variant == "fast":
+        loop = replace(loop, mixed_precision=None, compile=False)
+    else:
+        loop = replace(loop, mixed_precision=None, compile=True, cuda_graph=True)
+    from express4d_hf.training.common import resolve_mixed_precision
+
+    precision = resolve_mixed_precision(loop.mixed_precision)[0]
+    model = copy.deepcopy(stage["model"]).to(device).train()
+    source = stage["batches"](batch_size=loop.batch_size, seed=0, rank=0, world=1, device=device)
+    graph = bool(loop.cuda_graph and stage["graph_safe"] and cuda)
+    if variant == "limit":
+        source = _Fixed(source.batch(0))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, loop, device, capturable=graph)
+    ema = EMA(model, loop.ema_decay) if loop.ema_decay > 0 else None
+    if ema is not None:
+        ema.shadow.to(device)
+    stepped = torch.compile(model, dynamic=False) if loop.compile else model
+    runner = _TrainStep(stepped, model, optimizer, params, stage["loss"], loop, ema, precision, device, False, graph, None)
+    running: dict[str, torch.Tensor] = {}
+
+    def one(step: int) -> None:
+        torch.manual_seed(step_seed(0, step, 0, 2))
+        lr = loop.learning_rate * cosine_schedule(step, loop.warmup_steps, loop.max_steps)
+        for k, v in runner(step, source.batch(step), lr).items():
+            running[k] = running[k] + v if k in running else v.clone()
+
+    t0 = time.perf_counter()
+    for step in range(5):  # warm-up: graph capture / compilation
+        one(step)
+    sync(device)
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    probe = 5
+    for step in range(5, 5 + probe):
+        one(step)
+    sync(device)
+    per = (time.perf_counter() - t0) / probe
+    steps = max(min_steps, int(seconds / max(per, 1e-4)))
+    with BusySampler(device) as busy:
+        sync(device)
+        t0 = time.perf_counter()
+        for step in range(10, 10 + steps):
+            one(step)
+        sync(device)
+        elapsed = time.perf_counter() - t0
+    loss = float(running["loss"]) / (steps + 10) if "loss" in running else None
+    ms = 1000 * elapsed / steps
+    return {"ms_per_step": round(ms, 3), "samples_per_s": round(loop.batch_size / (ms / 1000), 1), "steps_timed": steps,
+            "warmup_s": round(warm, 1), "gpu_busy_pct": busy.median, "mixed_precision": precision, "cuda_graph": graph,
+            "compile": loop.compile, "mean_loss": loss}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preset", choices=["tiny", "paper"], default=None, help="default: paper on a GPU, tiny on a CPU")
+    parser.add_argument("--data", default=None, help="dataset (default: the embedded procedural corpus)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of eager,fast,limit (default: all on a GPU, eager,fast on a CPU)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per variant (default 3)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps per variant (CI)")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    preset = args.preset or ("paper" if device.type == "cuda" else "tiny")
+    variants = (args.variants or ("eager,fast,limit" if device.type == "cuda" else "eager,fast")).split(",")
+    seconds, min_steps = (0.0, 3) if args.smoke else (args.seconds, 20)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    results: dict[str, Any] = {"device": name, "preset": preset, "torch": torch.__version__, "stages": {}}
+    print(f"# training speed, {preset} preset, {name}")
+    for stage_name in args.stages.split(","):
+        stage = build_stage(stage_name, preset, args.data, device)
+        row: dict[str, Any] = {"batch_size": stage["loop"].batch_size, "schedule_steps": stage["schedule"]}
+        for variant in variants:
+            try:
+                row[variant] = time_variant(stage, variant, device, seconds, min_steps)
+            except Exception as err:  # noqa: BLE001 - a variant that fails is reported, the others still run
+                row[variant] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+            torch._dynamo.reset()
+            print(f"{stage_name:>12} {variant:>6}: {json.dumps(row[variant])}", flush=True)
+        fast = row.get("fast", {}).get("ms_per_step")
+        if fast:
+            row["full_schedule_min"] = round(stage["schedule"] * fast / 60000, 2)
+        limit = row.get("limit", {}).get("ms_per_step")
+        if fast and limit:
+            row["fast_over_limit"] = round(fast / limit, 2)
+        results["stages"][stage_name] = row
+        del stage
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print("\n| stage | batch | eager fp32 ms | fast ms | limit ms | fast/limit | GPU busy (fast) | full schedule (fast) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for stage_name, row in results["stages"].items():
+        cell = lambda v: row.get(v, {}).get("ms_per_step", row.get(v, {}).get("error", "–"))  # noqa: E731
+        busy = row.get("fast", {}).get("gpu_busy_pct")
+        print(f"| {stage_name} | {row['batch_size']} | {cell('eager')} | {cell('fast')} | {cell('limit')} | "
+              f"{row.get('fast_over_limit', '–')} | {busy if busy is not None else '–'} | "
+              f"{row.get('full_schedule_min', '–')} min ({row['schedule_steps']} steps) |")  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
