@@ -585,9 +585,18 @@ class _TrainStep:
         if self.graph is None:
             self.static_batch = batch
             self.optimizer.zero_grad(set_to_none=True)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_losses = self._body(self.static_batch)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self.static_losses = self._body(self.static_batch)
+            except Exception as err:  # noqa: BLE001 - a step that cannot be captured still trains, eagerly
+                logger.warning("CUDA graph capture of the training step failed (%s: %s); training eagerly",
+                               type(err).__name__, err)  # fmt: skip
+                torch.cuda.synchronize()
+                self.use_graph = False
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._body(batch)
+            self.graph = graph
         else:
             _copy_into(self.static_batch, batch)
         self.graph.replay()
