@@ -6,6 +6,7 @@ Per stage (evaluator autoencoder, evaluator contrastive, MDM, VQ-VAE, GPT), on t
   mixed precision, no CUDA graph, no compile: the plain loop;
 * ``fast``: the loop as ``express4d train`` runs it by default (bf16 autocast, fused capturable AdamW, the
   whole step replayed as one CUDA graph where the stage's step is graph-safe);
+* ``compiled`` (on request): the fast loop with the model ``torch.compile``d (``express4d train ... --compile``);
 * ``limit``: the bare step of the same model, ``torch.compile``d and replayed as a CUDA graph, on one fixed
   random batch (no data drawing, no per-step host work): what the hardware allows at this size;
 
@@ -126,7 +127,7 @@ def build_stage(name: str, preset: str, data, device: torch.device) -> dict[str,
         train_set = MotionDataset(splits["train"], stats, train=True, max_leading_offset=config.max_leading_offset,
                                   mirror_prob=config.mirror_prob)  # fmt: skip
         return dict(model=config.build_model(), loss=vqvae_loss_fn, loop=config.loop_config(),
-                    batches=lambda **kw: MotionBatches(train_set, window=config.window_frames, **kw), graph_safe=False,
+                    batches=lambda **kw: MotionBatches(train_set, window=config.window_frames, **kw), graph_safe=True,
                     schedule=config.max_steps)  # fmt: skip
     from express4d_hf.models.t2m_gpt import MIN_CODES
     from express4d_hf.training.batches import CodeBatches
@@ -159,7 +160,7 @@ class _Fixed:
 
 
 def time_variant(stage: dict[str, Any], variant: str, device: torch.device, seconds: float, min_steps: int) -> dict[str, Any]:
-    """Milliseconds per step of the loop's step in ``variant`` (``eager``, ``fast`` or ``limit``)."""
+    """Milliseconds per step of the loop's step in ``variant`` (``eager``, ``fast``, ``compiled`` or ``limit``)."""
     import copy
 
     from express4d_hf.training.common import EMA, _TrainStep, cosine_schedule, make_optimizer, step_seed
@@ -170,6 +171,8 @@ def time_variant(stage: dict[str, Any], variant: str, device: torch.device, seco
         loop = replace(loop, mixed_precision="no", cuda_graph=False, compile=False)
     elif variant == "fast":
         loop = replace(loop, mixed_precision=None, compile=False)
+    elif variant == "compiled":  # the fast loop with `--compile` (what `express4d train ... --compile` runs)
+        loop = replace(loop, mixed_precision=None, compile=True)
     else:
         loop = replace(loop, mixed_precision=None, compile=True, cuda_graph=True)
     from express4d_hf.training.common import resolve_mixed_precision
@@ -227,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=["tiny", "paper"], default=None, help="default: paper on a GPU, tiny on a CPU")
     parser.add_argument("--data", default=None, help="dataset (default: the embedded procedural corpus)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--variants", default=None, help="comma-separated subset of eager,fast,limit (default: all on a GPU, eager,fast on a CPU)")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of eager,fast,compiled,limit (compiled = the fast loop with --compile; "
+                        "default: eager,fast,limit on a GPU, eager,fast on a CPU)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per variant (default 3)")
     parser.add_argument("--smoke", action="store_true", help="a few steps per variant (CI)")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -261,14 +265,15 @@ def main(argv: list[str] | None = None) -> int:
         del stage
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    print("\n| stage | batch | eager fp32 ms | fast ms | limit ms | fast/limit | GPU busy (fast) | full schedule (fast) |")
-    print("|---|---|---|---|---|---|---|---|")
+    titles = {"eager": "eager fp32 ms", "fast": "fast ms", "compiled": "fast+compile ms", "limit": "limit ms"}
+    shown = [v for v in titles if v in variants]
+    print("\n| stage | batch | " + " | ".join(titles[v] for v in shown) + " | fast/limit | GPU busy (fast) | full schedule (fast) |")
+    print("|---|---|" + "---|" * len(shown) + "---|---|---|")
     for stage_name, row in results["stages"].items():
-        cell = lambda v: row.get(v, {}).get("ms_per_step", row.get(v, {}).get("error", "–"))  # noqa: E731
+        cells = [str(row.get(v, {}).get("ms_per_step", row.get(v, {}).get("error", "–"))) for v in shown]
         busy = row.get("fast", {}).get("gpu_busy_pct")
-        print(f"| {stage_name} | {row['batch_size']} | {cell('eager')} | {cell('fast')} | {cell('limit')} | "
-              f"{row.get('fast_over_limit', '–')} | {busy if busy is not None else '–'} | "
-              f"{row.get('full_schedule_min', '–')} min ({row['schedule_steps']} steps) |")  # fmt: skip
+        print(f"| {stage_name} | {row['batch_size']} | " + " | ".join(cells) + f" | {row.get('fast_over_limit', '–')} | "
+              f"{busy if busy is not None else '–'} | {row.get('full_schedule_min', '–')} min ({row['schedule_steps']} steps) |")  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -70,6 +70,10 @@ class BenchmarkConfig:
     seed: int = 0  # seeds every stage
     max_steps: dict[str, int] = field(default_factory=dict)  # per-stage step overrides (evaluator, mdm, vqvae, gpt)
     evaluator: str | None = None  # score the rows with this evaluator folder (e.g. a converted official one)
+    concurrent: bool = True  # on a GPU, the three trainings run at once, one process each (each with its own seed)
+    gpus: int = 1  # spread the trainings over this many GPUs (evaluator, MDM, T2M-GPT on GPU 0, 1, 2 modulo N)
+    compare_samplers: tuple[str, ...] = ()  # more MDM rows, "sampler:steps", with the fast row's guidance and rescale
+    ddpm_multimodality: bool = False  # Multimodality for the 1000-step DDPM row too (about 27 min alone on one H200)
 
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> BenchmarkConfig:
@@ -77,13 +81,17 @@ class BenchmarkConfig:
             base = cls()
         elif name == "paper":
             base = cls(preset="paper", replications=20, max_test_clips=None, full_ddpm=True, multimodality=True,
-                       fast_guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE)  # fmt: skip
+                       fast_guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE, compare_samplers=("dpmsolver++:12",))  # fmt: skip
         else:
             raise ValueError(f"unknown preset {name!r}; choose 'tiny' or 'paper'")
         for key, value in overrides.items():
             if value is not None:
                 setattr(base, key, value)
         return base
+
+
+class BenchmarkInterrupted(KeyboardInterrupt):
+    """SIGTERM reached the benchmark outside a training step; what was finished is kept."""
 
 
 class BenchmarkStageError(RuntimeError):
@@ -133,6 +141,125 @@ def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str
     return seconds
 
 
+class TimingLedger:
+    """Wall times of every invocation of one benchmark folder (``timings.json``), so that a run spread over
+    several shorter jobs (each resuming the last) reports what the whole run took: each stage's own seconds,
+    ``train_wall_s`` (per invocation, from the first training's start to the last one's end, stages overlapping
+    or not, added up over invocations) and ``total_s`` (every invocation's wall time added up). An invocation
+    stopped by SIGTERM (``timeout``) is recorded too."""
+
+    def __init__(self, out: Path):
+        self.path = out / "timings.json"
+        try:
+            self.invocations: list[dict[str, Any]] = json.loads(self.path.read_text())["invocations"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            self.invocations = []
+        self.started = time.time()
+        self.current: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {}}
+
+    def stage(self, name: str, start: float, end: float) -> None:
+        self.current["stages"][name] = round(self.current["stages"].get(name, 0.0) + end - start, 3)
+        first, last = self.current.get("train_start"), self.current.get("train_end")
+        self.current["train_start"] = start if first is None else min(first, start)
+        self.current["train_end"] = end if last is None else max(last, end)
+
+    def close(self, status: str) -> None:
+        self.current.update(total_s=round(time.time() - self.started, 3), status=status)
+        if "train_start" in self.current:
+            self.current["train_wall_s"] = round(self.current["train_end"] - self.current["train_start"], 3)
+        atomic_write_text(self.path, json.dumps({"invocations": self.invocations + [self.current]}, indent=2) + "\n")
+
+    def totals(self) -> dict[str, Any]:
+        every = self.invocations + [{**self.current, "total_s": time.time() - self.started,
+                                     "train_wall_s": self.current.get("train_end", 0) - self.current.get("train_start", 0)}]  # fmt: skip
+        stages: dict[str, float] = {}
+        for invocation in every:
+            for name, seconds in invocation.get("stages", {}).items():
+                stages[name] = stages.get(name, 0.0) + seconds
+        return {**{f"train_{k}_s": round(v, 1) for k, v in stages.items()},
+                "train_wall_s": round(sum(i.get("train_wall_s", 0.0) for i in every), 1),
+                "total_s": round(sum(i.get("total_s", 0.0) for i in every), 1), "invocations": len(every)}  # fmt: skip
+
+
+def _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir) -> list[tuple[str, Path, dict[str, Any]]]:
+    """``(name, folder, configs)`` of each training stage of a benchmark."""
+    from ..training.evaluator import EvaluatorTrainConfig
+
+    steps = config.max_steps
+    jobs = [("evaluator", evaluator_dir, {"evaluator": EvaluatorTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "evaluator"))})]
+    if "mdm" in config.models:
+        from ..training.mdm import MDMTrainConfig
+
+        jobs.append(("mdm", mdm_dir, {"mdm": MDMTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "mdm"))}))
+    if "t2m-gpt" in config.models:
+        from ..training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig
+
+        jobs.append(("t2m_gpt", t2m_dir, {
+            "vqvae": VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")),
+            "gpt": GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt"))}))  # fmt: skip
+    return jobs
+
+
+def _stage_key_config(configs: dict[str, Any]) -> dict[str, Any]:
+    return asdict(next(iter(configs.values()))) if len(configs) == 1 else {k: asdict(v) for k, v in configs.items()}
+
+
+def _train_job(name: str, folder: Path, configs: dict[str, Any], data_dir, fingerprint: str, resume: bool, progress: bool) -> float:
+    if name == "evaluator":
+        from ..training.evaluator import train_evaluator
+
+        fn = lambda: train_evaluator(data_dir, folder, configs["evaluator"], progress=progress, resume=resume)  # noqa: E731
+    elif name == "mdm":
+        from ..training.mdm import train_mdm
+
+        fn = lambda: train_mdm(data_dir, folder, configs["mdm"], progress=progress, resume=resume)  # noqa: E731
+    else:
+        from ..training.t2m_gpt import train_t2m_gpt
+
+        fn = lambda: train_t2m_gpt(data_dir, folder, configs["vqvae"], configs["gpt"], progress=progress, resume=resume)  # noqa: E731
+    return _run_stage(name, folder, _stage_key_config(configs), fingerprint, fn, resume)
+
+
+def _train_process(name, folder, configs, data_dir, fingerprint, resume, gpu, queue) -> None:
+    """One training stage in its own process (``--gpus``: pinned to one GPU before CUDA starts)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    start = time.time()
+    try:
+        _train_job(name, Path(folder), configs, data_dir, fingerprint, resume, progress=False)
+        queue.put((name, start, time.time(), None))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent, which raises it
+        queue.put((name, start, time.time(), f"{type(err).__name__}: {err}"))
+
+
+def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, ledger: TimingLedger) -> None:
+    """Every training stage at once, one process each (spawned: CUDA needs a fresh process); stage ``i`` on GPU
+    ``i % gpus`` when ``gpus > 1``. A failure in one stage lets the others finish and then raises."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    processes = []
+    for i, (name, folder, configs) in enumerate(jobs):
+        gpu = i % gpus if gpus > 1 else None
+        process = context.Process(target=_train_process, args=(name, str(folder), configs, str(data_dir), fingerprint, resume, gpu, queue),
+                                  name=f"express4d-train-{name}")  # fmt: skip
+        process.start()
+        processes.append(process)
+    errors = []
+    try:
+        for _ in processes:
+            name, start, end, error = queue.get()
+            ledger.stage(name, start, end)
+            if error:
+                errors.append(f"{name}: {error}")
+    finally:
+        for process in processes:
+            process.join()
+    if errors:
+        raise BenchmarkStageError("training failed: " + "; ".join(errors) + ". Finished stages are kept; re-run the same command to resume.")
+
+
 def _device() -> str:
     import torch
 
@@ -146,7 +273,42 @@ def run_benchmark(
     resume: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run every stage and write ``results.json``, ``results.md``, ``metrics.png`` and ``samples/`` in ``out_dir``."""
+    """Run every stage and write ``results.json``, ``results.md``, ``metrics.png`` and ``samples/`` in ``out_dir``.
+
+    SIGTERM (``timeout``) stops it cleanly: a training saves a checkpoint at its next step, the invocation's
+    time goes into ``timings.json``, and the same call resumes later.
+    """
+    config = config or BenchmarkConfig.preset_config("tiny")
+    unknown = set(config.models) - set(ALL_MODELS)
+    if unknown:
+        raise ValueError(f"unknown model(s) {sorted(unknown)}; choose from {', '.join(ALL_MODELS)}")
+    if config.fast_eta and config.fast_sampler != "ddim":
+        raise ValueError(f"eta {config.fast_eta:g} applies to the ddim sampler, not {config.fast_sampler}; use --sampler ddim")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = TimingLedger(out)
+    status = "interrupted"
+    previous = None
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+
+        def stop(signum, frame):  # noqa: ARG001
+            raise BenchmarkInterrupted("SIGTERM: stopped; re-run the same command to resume")
+
+        previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        report = _run_benchmark(data, out, config, resume, progress, ledger)
+        status = "finished"
+        return report
+    finally:
+        ledger.close(status)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progress: bool, ledger: TimingLedger) -> dict[str, Any]:
     from ..data.hub import dataset_fingerprint, dataset_stats, load_express4d, resolve_dataset_dir
     from ..evaluation.protocol import (
         EvaluationResult,
@@ -160,14 +322,6 @@ def run_benchmark(
     from ..evaluation.scoring import Sampling, pipeline_generate_fn, score_pipeline, test_subset
     from ..training.common import run_metadata
 
-    config = config or BenchmarkConfig.preset_config("tiny")
-    unknown = set(config.models) - set(ALL_MODELS)
-    if unknown:
-        raise ValueError(f"unknown model(s) {sorted(unknown)}; choose from {', '.join(ALL_MODELS)}")
-    if config.fast_eta and config.fast_sampler != "ddim":
-        raise ValueError(f"eta {config.fast_eta:g} applies to the ddim sampler, not {config.fast_sampler}; use --sampler ddim")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -182,9 +336,12 @@ def run_benchmark(
     # 2-4. training stages
     evaluator_dir, mdm_dir, t2m_dir = out / "evaluator", out / "mdm", out / "t2m_gpt"
     mdm_order_dir, t2m_order_dir = out / "mdm_order", out / "t2m_gpt_order"
-    stage_seconds = _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress)
-    stage_seconds.update(_train_order_stages(config, data_dir, fingerprint, mdm_order_dir, t2m_order_dir, t2m_dir,
-                                             resume, progress))  # fmt: skip
+    stage_seconds = _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress, ledger)
+    order_start = time.time()
+    order_seconds = _train_order_stages(config, data_dir, fingerprint, mdm_order_dir, t2m_order_dir, t2m_dir, resume, progress)
+    if order_seconds:
+        ledger.stage("order_variants", order_start, time.time())
+    stage_seconds.update(order_seconds)
     timings.update(stage_seconds)
 
     # 5. rows
@@ -253,7 +410,18 @@ def run_benchmark(
         if config.full_ddpm:
             full = Sampling(sampler="ddpm", guidance_scale=config.guidance_scale, fast_sampling=config.fast_sampling)
             full_key = {"model": _folder_key(folder), **full.describe(), "dtype": str(mdm.denoiser.dtype)}
-            results[full_name] = row(full_name, lambda mdm=mdm, full=full: score_pipeline(mdm, evaluator, clips, full, **protocol), full_key)
+            full_protocol = {**protocol, "multimodality": config.multimodality and config.ddpm_multimodality}
+            results[full_name] = row(full_name, lambda mdm=mdm, full=full: score_pipeline(mdm, evaluator, clips, full, **full_protocol), full_key)
+        for spec in config.compare_samplers if model == "mdm" else ():
+            sampler, _, count = spec.partition(":")
+            other = Sampling(sampler=sampler, steps=int(count or 50), guidance_scale=config.guidance_scale,
+                             guidance_rescale=config.fast_guidance_rescale, fast_sampling=config.fast_sampling)  # fmt: skip
+            name = sampler_row_name(sampler, int(count or 50))
+            ROW_TITLES.setdefault(name, f"MDM ({sampler}, {int(count or 50)} steps" + (
+                f", rescale {config.fast_guidance_rescale:g})" if config.fast_guidance_rescale else ")"))
+            other.prepare(mdm)
+            key = {"model": _folder_key(folder), **other.describe(), "dtype": str(mdm.denoiser.dtype)}
+            results[name] = row(name, lambda mdm=mdm, other=other: score_pipeline(mdm, evaluator, clips, other, **protocol), key)
         fast_kwargs = fast.prepare(mdm)
         mdm.set_progress_bar_config(disable=True)
         pipelines[fast_name] = (mdm, fast_kwargs)
@@ -273,10 +441,12 @@ def run_benchmark(
 
     # 6. reports
     _write_samples(out / "samples", pipelines, clips, config)
+    accumulated = ledger.totals()
     meta = run_metadata(
         asdict(config), seeds={"benchmark": config.seed}, data={"path": str(data_dir), "fingerprint": fingerprint,
         "test_clips_used": len(clips), "test_clips_total": len(test_clips), "train_clips": len(train_clips)},
-        timings={**timings, "total_s": time.perf_counter() - started}, protocol=results["real"].info,
+        timings={**timings, **accumulated, "this_invocation_s": time.perf_counter() - started},
+        steps_run=_steps_run(out), protocol=results["real"].info,
         mdm_sampling=mdm_sampling, evaluator=evaluator_info,
     )  # fmt: skip
     notes = _results_notes(meta, config, len(clips))
@@ -287,29 +457,44 @@ def run_benchmark(
     return report
 
 
-def _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress) -> dict[str, float]:
-    from ..training.evaluator import EvaluatorTrainConfig, train_evaluator
+def _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress,
+                  ledger: TimingLedger | None = None) -> dict[str, float]:  # fmt: skip
+    """Train the evaluator and the baselines: at once on a GPU (``config.concurrent``, or over ``config.gpus``
+    GPUs), one after the other otherwise. Returns each stage's seconds in this invocation."""
+    ledger = ledger or TimingLedger(Path(evaluator_dir).parent)
+    jobs = _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir)
+    if (config.concurrent or config.gpus > 1) and _device() == "cuda" and len(jobs) > 1:
+        _train_stages_concurrently(jobs, data_dir, fingerprint, resume, max(1, config.gpus), ledger)
+    else:
+        for name, folder, configs in jobs:
+            start = time.time()
+            try:
+                _train_job(name, folder, configs, data_dir, fingerprint, resume, progress)
+            finally:
+                ledger.stage(name, start, time.time())
+    return {f"train_{name}_s": ledger.current["stages"].get(name, 0.0) for name, _, _ in jobs}
 
-    seconds: dict[str, float] = {}
-    steps = config.max_steps
-    eval_cfg = EvaluatorTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "evaluator"))
-    seconds["train_evaluator_s"] = _run_stage("evaluator", evaluator_dir, asdict(eval_cfg), fingerprint,
-        lambda: train_evaluator(data_dir, evaluator_dir, eval_cfg, progress=progress, resume=resume), resume)  # fmt: skip
-    if "mdm" in config.models:
-        from ..training.mdm import MDMTrainConfig, train_mdm
 
-        mdm_cfg = MDMTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "mdm"))
-        seconds["train_mdm_s"] = _run_stage("mdm", mdm_dir, asdict(mdm_cfg), fingerprint,
-            lambda: train_mdm(data_dir, mdm_dir, mdm_cfg, progress=progress, resume=resume), resume)  # fmt: skip
-    if "t2m-gpt" in config.models:
-        from ..training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
+def sampler_row_name(sampler: str, steps: int) -> str:
+    return f"mdm_{sampler.replace('++', 'pp').replace('-', '_')}_{steps}"
 
-        vq_cfg = VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))
-        gpt_cfg = GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt"))
-        seconds["train_t2m_gpt_s"] = _run_stage("t2m_gpt", t2m_dir, {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg)},
-            fingerprint, lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, progress=progress, resume=resume),
-            resume)  # fmt: skip
-    return seconds
+
+def _steps_run(out: Path) -> dict[str, Any]:
+    """The steps each training actually ran and how (from the trainers' metadata), for results.json."""
+    found: dict[str, Any] = {}
+    try:
+        metrics = json.loads((out / "evaluator" / "metrics.json").read_text())
+        found["evaluator"] = {k: v.get("steps") for k, v in metrics.get("execution", {}).items()}
+        found["evaluator_execution"] = metrics.get("execution")
+    except (OSError, json.JSONDecodeError):
+        pass
+    for name, folder in (("mdm", out / "mdm"), ("t2m_gpt", out / "t2m_gpt")):
+        try:
+            meta = json.loads((folder / "training_metadata.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        found[name] = {k: meta.get(k) for k in ("steps", "gpt_steps", "execution", "loop_seconds_all_runs") if k in meta}
+    return found
 
 
 def _train_order_stages(config, data_dir, fingerprint, mdm_dir, t2m_dir, pooled_t2m_dir, resume, progress) -> dict[str, float]:

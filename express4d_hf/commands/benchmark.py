@@ -32,6 +32,12 @@ def register(subparsers) -> None:
     parser.add_argument("--evaluator", default=None, metavar="DIR",
                         help="score the rows with this evaluator folder instead of the one trained here, e.g. the "
                         "official evaluator converted by `express4d convert official-evaluator` (the results say which)")  # fmt: skip
+    parser.add_argument("--concurrent", action=argparse.BooleanOptionalAction, default=True,
+                        help="on a GPU, run the three trainings at once, one process each (default: on)")  # fmt: skip
+    parser.add_argument("--gpus", type=int, default=1, metavar="N",
+                        help="spread the trainings over N GPUs of this machine (evaluator, MDM, T2M-GPT on GPU 0, 1, 2 mod N)")  # fmt: skip
+    parser.add_argument("--compare-samplers", default=None, metavar="SAMPLER:STEPS,...",
+                        help="more MDM rows with the fast row's guidance and rescale (paper: dpmsolver++:12; '' for none)")  # fmt: skip
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=True, help="skip finished stages (default)")
     resume.add_argument("--no-resume", dest="resume", action="store_false", help="redo every stage")
@@ -57,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         replications=args.replications, models=models, fast_sampler=args.sampler, fast_steps=args.steps,
         seed=args.seed, max_steps=_parse_steps(args.max_steps),
         full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling, fast_eta=args.eta, fast_guidance_rescale=args.guidance_rescale,
-        guidance_scale=args.guidance_scale, evaluator=args.evaluator,
+        guidance_scale=args.guidance_scale, evaluator=args.evaluator, concurrent=args.concurrent, gpus=args.gpus,
+        compare_samplers=None if args.compare_samplers is None else tuple(x for x in args.compare_samplers.split(",") if x),
     )  # fmt: skip
     config = BenchmarkConfig.preset_config(args.preset, **overrides)
     if max_clips is not None:

@@ -127,30 +127,38 @@ class EMAResetQuantizer(nn.Module):
         std = 0.01 / math.sqrt(x.shape[1])
         return (x.repeat(repeats, 1) + torch.randn(len(x) * repeats, x.shape[1], device=x.device) * std)[: max(n, len(x))]
 
-    def _random_rows(self, x: torch.Tensor) -> torch.Tensor:
+    def _random_rows(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``num_codes`` random rows of ``x``, drawn among the ``keep`` rows first (static shapes, no host sync:
+        random keys, valid rows ranked above padded ones); a batch with fewer rows than codes is tiled with a
+        little noise."""
         tiled = self._tile(x, self.num_codes)
-        rows = tiled[torch.randperm(len(tiled), device=x.device)[: self.num_codes]].contiguous()
+        score = torch.rand(len(tiled), device=x.device)
+        if keep is not None:
+            score = score + self._tile(keep[:, None].to(x.dtype), self.num_codes)[:, 0].round()
+        rows = tiled[score.topk(self.num_codes, sorted=False).indices].contiguous()
         if _distributed():
             torch.distributed.broadcast(rows, src=0)
         return rows
 
     @torch.no_grad()
-    def _init_codebook(self, x: torch.Tensor) -> None:
-        rows = self._random_rows(x)
+    def _init_codebook(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        rows = self._random_rows(x, keep)
         self.codebook.copy_(rows)
         self.code_sum.copy_(rows)
         self.code_count.fill_(1.0)
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def _update(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def _update(self, x: torch.Tensor, indices: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         onehot = F.one_hot(indices, self.num_codes).to(x.dtype)  # [N, K]
+        if keep is not None:  # padded positions neither count nor pull their code
+            onehot = onehot * keep[:, None].to(x.dtype)
         batch_sum = onehot.t() @ x  # [K, D]
         batch_count = onehot.sum(0)  # [K]
         if _distributed():
             torch.distributed.all_reduce(batch_sum)
             torch.distributed.all_reduce(batch_count)
-        random_rows = self._random_rows(x)
+        random_rows = self._random_rows(x, keep)
         self.code_sum.mul_(self.mu).add_(batch_sum, alpha=1 - self.mu)
         self.code_count.mul_(self.mu).add_(batch_count, alpha=1 - self.mu)
         alive = (self.code_count >= self.reset_threshold).unsqueeze(1).to(x.dtype)
@@ -162,27 +170,36 @@ class EMAResetQuantizer(nn.Module):
         """Quantise ``x [B, D, S]``; ``valid [B, S]`` excludes padded positions from losses and updates.
 
         Returns ``(quantised with straight-through gradient [B, D, S], indices [B, S], commitment loss,
-        batch perplexity)``.
+        batch perplexity)``. Once the codebook is initialised, a training step has static shapes and no host
+        synchronisation (padding is excluded by weights, not by boolean indexing), so it can be replayed as a
+        CUDA graph.
         """
         batch, dim, steps = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
             flat = x.permute(0, 2, 1).reshape(-1, dim).float()
             keep = valid.reshape(-1) if valid is not None else torch.ones(len(flat), dtype=torch.bool, device=x.device)
-            if self.training and not bool(self.initialized):
-                self._init_codebook(flat[keep].detach())
+            if self.training and not getattr(self, "_known_initialized", False):
+                if not bool(self.initialized):
+                    self._init_codebook(flat.detach(), keep)
+                self._known_initialized = True  # read once: later steps never synchronise on it
             indices = self.quantize(flat)
+            weights = keep.to(flat.dtype)
             if self.training:
-                counts = self._update(flat[keep].detach(), indices[keep])
+                counts = self._update(flat.detach(), indices, keep)
             else:
-                counts = torch.bincount(indices[keep], minlength=self.num_codes).float()
+                counts = torch.bincount(indices, weights=weights, minlength=self.num_codes).float()
             probs = counts / counts.sum().clamp_min(1.0)
             perplexity = torch.exp(-(probs * torch.log(probs + 1e-7)).sum())
             quantized = self.dequantize(indices)
             commit = ((flat - quantized.detach()) ** 2).mean(-1)
-            commit = commit[keep].mean() if keep.any() else commit.sum() * 0
+            commit = (commit * weights).sum() / weights.sum().clamp_min(1.0)
             quantized = flat + (quantized - flat).detach()
         quantized = quantized.to(x.dtype).reshape(batch, steps, dim).permute(0, 2, 1)
         return quantized, indices.reshape(batch, steps), commit, perplexity
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._known_initialized = False  # loaded weights: read the flag again
+        return super()._load_from_state_dict(*args, **kwargs)
 
 
 def _distributed() -> bool:

@@ -268,7 +268,7 @@ def train_vqvae(
     result = run_training(
         model, None, None, vqvae_loss_fn, config.loop_config(), out_dir, name="vqvae",
         on_step=codebook_usage_callback if config.usage_every else None, every=config.usage_every, resume=resume,
-        progress=progress, batches=lambda **kw: MotionBatches(clips, window=config.window_frames, **kw),
+        progress=progress, batches=lambda **kw: MotionBatches(clips, window=config.window_frames, **kw), graph_safe=True,
     )  # fmt: skip
     vqvae = result.model.to("cpu").eval()
     if _process_state().is_main_process:
