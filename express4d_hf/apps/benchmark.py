@@ -256,6 +256,12 @@ def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, l
     finally:
         for process in processes:
             process.join()
+        while True:  # stages that reported after an interruption (SIGTERM) still count
+            try:
+                name, start, end, error = queue.get(timeout=0.5)
+            except Exception:  # noqa: BLE001 - queue.Empty
+                break
+            ledger.stage(name, start, end)
     if errors:
         raise BenchmarkStageError("training failed: " + "; ".join(errors) + ". Finished stages are kept; re-run the same command to resume.")
 
