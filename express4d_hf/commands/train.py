@@ -141,3 +141,83 @@ def _dispatch(args: argparse.Namespace) -> int:
     return {"evaluator": _run_evaluator, "mdm": _run_mdm, "vqvae": _run_vqvae, "t2m-gpt": _run_t2m_gpt}[args._verb](real, configs)
 
 
+def _is_main() -> bool:
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process
+
+
+def _run_evaluator(args: argparse.Namespace, configs: dict[str, Any]) -> int:
+    from ..training.evaluator import METRICS_NAME, train_evaluator
+
+    train_evaluator(args.data, args.out, configs[""], progress=True, resume=not args.no_resume)
+    if not _is_main():
+        return 0
+    metrics = json.loads((Path(args.out) / METRICS_NAME).read_text())
+    for split in ("validation", "test", "text_blind_control"):
+        values = metrics[split]
+        print(f"{split:>18}: R-precision top-1 {values['r_precision_top1']:.3f}  top-2 {values['r_precision_top2']:.3f}"
+              f"  top-3 {values['r_precision_top3']:.3f}")  # fmt: skip
+    print(f"evaluator saved to {args.out} ({metrics['train_seconds']:.0f} s)")
+    return 0
+
+
+def _run_mdm(args: argparse.Namespace, configs: dict[str, Any]) -> int:
+    from ..training.mdm import METADATA_NAME, METRICS_NAME, save_pipeline_folder, train_mdm
+    from ..training.common import write_json
+
+    config = configs[""]
+    pipe = train_mdm(args.data, args.out, config, progress=True, resume=not args.no_resume)
+    if not _is_main():  # the other processes of `accelerate launch` are done
+        return 0
+    metadata = json.loads((Path(args.out) / METADATA_NAME).read_text())
+    print(f"MDM pipeline saved to {args.out}: {metadata['steps']} steps in {metadata['train_seconds']:.0f} s "
+          f"({metadata['samples_per_s']:.0f} samples/s, {metadata['hardware']})")  # fmt: skip
+    if args.evaluator:
+        from ..evaluation.scoring import Sampling, card_evaluation_markdown, score_for_card
+
+        sampling = Sampling(sampler="ddim", steps=50, guidance_scale=config.guidance_scale)
+        scores = score_for_card(pipe, args.evaluator, args.data, sampling, replications=args.replications, seed=config.seed)
+        write_json(Path(args.out) / METRICS_NAME, scores)
+        pipe.card_data["metrics"] = card_evaluation_markdown(scores, "MDM")
+        pipe.card_data["scores"] = scores  # the card's model-index
+        save_pipeline_folder(pipe, Path(args.out))
+        print(pipe.card_data["metrics"])
+    return 0
+
+
+def _run_vqvae(args: argparse.Namespace, configs: dict[str, Any]) -> int:
+    from ..training.t2m_gpt import METADATA_NAME, train_vqvae
+
+    config = configs[""]
+    vqvae = train_vqvae(args.data, args.out, config, progress=True, resume=not args.no_resume)
+    if not _is_main():
+        return 0
+    meta = json.loads((Path(args.out) / METADATA_NAME).read_text())
+    print(f"VQ-VAE saved to {args.out} ({meta['steps']} steps); codebook {vqvae.codebook_usage()}; "
+          f"test reconstruction {meta.get('reconstruction_test')}")  # fmt: skip
+    return 0
+
+
+def _run_t2m_gpt(args: argparse.Namespace, configs: dict[str, Any]) -> int:
+    from ..training.common import write_json
+    from ..training.t2m_gpt import METADATA_NAME, METRICS_NAME, save_pipeline_folder, train_t2m_gpt
+
+    vq_config, gpt_config = configs["vqvae"], configs["gpt"]
+    pipe = train_t2m_gpt(args.data, args.out, vq_config, gpt_config, vqvae_dir=args.vqvae, progress=True,
+                         resume=not args.no_resume)  # fmt: skip
+    if not _is_main():
+        return 0
+    print(f"T2M-GPT pipeline saved to {args.out} (GPT {gpt_config.max_steps} steps)")
+    if args.evaluator:
+        from ..evaluation.scoring import card_evaluation_markdown, score_for_card
+
+        scores = score_for_card(pipe, args.evaluator, args.data, replications=args.replications, seed=gpt_config.seed)
+        write_json(Path(args.out) / METRICS_NAME, scores)
+        pipe.card_data["metrics"] = card_evaluation_markdown(scores, "T2M-GPT")
+        pipe.card_data["scores"] = scores  # the card's model-index
+        save_pipeline_folder(pipe, Path(args.out))
+        print(pipe.card_data["metrics"])
+    print(f"training metadata: {Path(args.out) / METADATA_NAME}")
+    return 0
