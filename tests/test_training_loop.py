@@ -235,3 +235,34 @@ def test_bench_training_smoke_on_cpu(tmp_path):
     assert set(results["stages"]) == {"movement", "contrastive", "mdm", "vqvae", "gpt"}
     for row in results["stages"].values():
         assert row["eager"]["ms_per_step"] > 0 and row["fast"]["ms_per_step"] > 0 and row["full_schedule_min"] > 0
+
+
+def test_evaluator_gru_without_packing_matches_the_packed_one():
+    """The padded form (static shapes, for CUDA graphs) equals pack_padded_sequence within 1e-5."""
+    from express4d_hf.models.evaluator import BiGRUEncoder
+
+    torch.manual_seed(0)
+    encoder = BiGRUEncoder(7, 16, 8)
+    x = torch.randn(6, 13, 7)
+    lengths = torch.tensor([13, 1, 5, 9, 2, 13])
+    packed, padded = encoder(x, lengths, packed=True), encoder(x, lengths, packed=False)
+    torch.testing.assert_close(padded, packed, rtol=0, atol=1e-5)
+    x[2, 5:] = 99.0  # padding never reaches a row's embedding
+    torch.testing.assert_close(encoder(x, lengths, packed=False)[2], padded[2], rtol=0, atol=1e-6)
+
+
+def test_benchmark_timing_ledger_adds_up_invocations(tmp_path):
+    from express4d_hf.apps.benchmark import TimingLedger
+
+    first = TimingLedger(tmp_path)
+    first.stage("mdm", 100.0, 160.0)
+    first.stage("evaluator", 110.0, 130.0)  # overlapping stages: the training wall is 60 s, not 80
+    first.close("interrupted")
+    second = TimingLedger(tmp_path)
+    second.stage("mdm", 500.0, 510.0)
+    totals = second.totals()
+    assert totals["train_mdm_s"] == 70.0 and totals["train_evaluator_s"] == 20.0
+    assert totals["train_wall_s"] == 70.0 and totals["invocations"] == 2
+    second.close("finished")
+    saved = json.loads((tmp_path / "timings.json").read_text())["invocations"]
+    assert [i["status"] for i in saved] == ["interrupted", "finished"] and saved[0]["train_wall_s"] == 60.0
