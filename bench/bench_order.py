@@ -59,7 +59,7 @@ def main() -> None:
     from express4d_hf.models.t2m_gpt import T2MGPT, MotionVQVAE
     from express4d_hf.pipelines.mdm import Express4DMDMPipeline, make_scheduler
     from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
-    from express4d_hf.text import encode_prompts, load_text_encoder
+    from express4d_hf.models.text import encode_prompts, load_text_encoder
     from express4d_hf.training.mdm import masked_mse
 
     tokenizer, encoder = load_text_encoder(device=device)

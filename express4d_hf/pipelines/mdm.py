@@ -270,7 +270,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
     @torch.no_grad()
     def encode_text(self, prompts: list[str], return_tokens: bool = False) -> torch.Tensor | TextEncoding:
         """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device; with
-        ``return_tokens`` the whole :class:`~express4d_hf.text.TextEncoding` (pooled, token states, mask)."""
+        ``return_tokens`` the whole :class:`~express4d_hf.models.text.TextEncoding` (pooled, token states, mask)."""
         device = self.text_encoder.device
         if self._fast_sampling and device.type == "cuda":  # one recording per batch size: fixed-length tokens
             tokens = self._recorded_text_tokens(prompts, device)

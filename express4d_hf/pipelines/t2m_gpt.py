@@ -119,7 +119,7 @@ class Express4DT2MGPTPipeline(ModelCardMixin, DiffusionPipeline):
     @torch.no_grad()
     def encode_text(self, prompts: list[str], return_tokens: bool = False) -> torch.Tensor | TextEncoding:
         """Pooled float32 text embeddings ``[len(prompts), D]`` on the execution device; with
-        ``return_tokens`` the whole :class:`~express4d_hf.text.TextEncoding` (pooled, token states, mask)."""
+        ``return_tokens`` the whole :class:`~express4d_hf.models.text.TextEncoding` (pooled, token states, mask)."""
         encoding = encode_prompts(self.tokenizer, self.text_encoder, prompts)
         if encoding.pooled.shape[-1] != self.transformer.config.text_dim:
             raise ValueError(
