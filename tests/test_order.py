@@ -107,6 +107,15 @@ def test_order_aware_denoiser_masks_text_padding_and_drops_the_whole_sequence():
         MDMDenoiser(text_conditioning="words")
 
 
+def test_token_states_may_be_wider_than_the_pooled_vector():
+    """CLIP mode: the pooled vector is the projection's width, the token states the hidden width."""
+    model = MDMDenoiser.from_preset("tiny_order", text_dim=32, text_token_dim=48, **TINY_MDM).eval()
+    out = model(torch.randn(1, 20, 61), torch.tensor([3]), torch.randn(1, 32), encoder_token_states=torch.randn(1, 5, 48))
+    assert out.shape == (1, 20, 61)
+    gpt = T2MGPT.from_preset("tiny_order", num_codes=16, text_dim=32, text_token_dim=48).eval()
+    assert gpt(torch.zeros(1, 3, dtype=torch.long), torch.randn(1, 32), text_token_states=torch.randn(1, 5, 48))[0].shape == (1, 4, 17)
+
+
 def test_order_switch_is_saved_in_the_config(tmp_path):
     for preset in ("tiny_order", "paper_order"):
         model = MDMDenoiser.from_preset(preset, num_layers=1) if preset == "paper_order" else MDMDenoiser.from_preset(preset)
