@@ -28,12 +28,6 @@ SHIMS = {
     "express4d_hf.arkit", "express4d_hf.constants", "express4d_hf.data.stats", "express4d_hf.text",
     "express4d_hf.plotting", "express4d_hf.benchmark", "express4d_hf.space", "express4d_hf.contribute",
 }  # fmt: skip
-# Upward edges still being removed (the trainers' argparse moves into commands/; see issue #13 item 2).
-PENDING_UPWARD = {
-    ("express4d_hf.training.evaluator", "express4d_hf.commands.train"),
-    ("express4d_hf.training.mdm", "express4d_hf.commands.train"),
-    ("express4d_hf.training.t2m_gpt", "express4d_hf.commands.train"),
-}
 ROOT_FLOOR = 1  # the package root re-exports FaceMotion and the Live Link reader
 
 
@@ -85,7 +79,7 @@ def test_every_top_level_entry_has_a_floor():
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m not in SHIMS))
 def test_imports_go_down_or_sideways(module):
     here = floor_of(module)
-    upward = sorted(t for t in GRAPH[module] if t not in SHIMS and floor_of(t) > here and (module, t) not in PENDING_UPWARD)
+    upward = sorted(t for t in GRAPH[module] if t not in SHIMS and floor_of(t) > here)
     assert not upward, f"{module} (floor {here}) imports higher floors: {upward}"
     shims = sorted(GRAPH[module] & SHIMS)
     assert not shims, f"{module} imports deprecated aliases {shims}; import their new homes"
