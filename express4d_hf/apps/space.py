@@ -857,18 +857,12 @@ class Express4DSpace:
                                        max_lines=1, elem_id="e4d-edit-spans")  # fmt: skip
                     prompt = gr.Textbox(label="New instruction for the rest", placeholder=EXAMPLE_PROMPTS[1],
                                         max_length=MAX_PROMPT_CHARS, lines=2, elem_id="e4d-edit-prompt")  # fmt: skip
-                    with gr.Accordion("Sampling", open=False):
-                        steps = gr.Slider(1, MAX_STEPS, value=self.config.default_steps, step=1, label="Denoising steps")
-                        guidance = gr.Slider(0.0, 10.0, value=2.5, step=0.1, label="Guidance scale")
-                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    steps, guidance, seed = self._diffusion_controls()
                     button = gr.Button("Edit", variant="primary", elem_id="e4d-edit-run")
                 with gr.Column(scale=3):
-                    viewer = self._viewer("Pick a source and press Edit.", "e4d-viewer-edit")
-                    curves = gr.Image(label="Before (dashed) and after (solid)", type="filepath", interactive=False,
-                                      elem_id="e4d-edit-curves")  # fmt: skip
-                    with gr.Row():
-                        csv_file = gr.File(label="Edited Live Link Face CSV (60 fps)", elem_id="e4d-edit-csv")
-                        glb_file = gr.File(label="Animated head (GLB)", elem_id="e4d-edit-glb")
+                    viewer, curves, csv_file, glb_file = self._result_panel(
+                        "Pick a source and press Edit.", "edit", curves_label="Before (dashed) and after (solid)",
+                        csv_label="Edited Live Link Face CSV (60 fps)")  # fmt: skip
                     with gr.Accordion("Edited motion JSON (20 fps)", open=False):
                         motion_json = gr.JSON(label="Motion")
             source = gr.State()
@@ -907,18 +901,11 @@ class Express4DSpace:
                 with gr.Column(scale=2):
                     script = gr.Textbox(label="Timeline", lines=6, value=EXAMPLE_TIMELINE, elem_id="e4d-timeline-script")
                     transition = gr.Slider(0.25, 4.0, value=1.0, step=0.05, label="Overlap kept between windows (s)")
-                    with gr.Accordion("Sampling", open=False):
-                        steps = gr.Slider(1, MAX_STEPS, value=self.config.default_steps, step=1, label="Denoising steps")
-                        guidance = gr.Slider(0.0, 10.0, value=2.5, step=0.1, label="Guidance scale")
-                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    steps, guidance, seed = self._diffusion_controls()
                     button = gr.Button("Compose", variant="primary", elem_id="e4d-timeline-run")
                 with gr.Column(scale=3):
-                    viewer = self._viewer("Write a timeline and press Compose.", "e4d-viewer-timeline")
-                    curves = gr.Image(label="Most active channels", show_label=False, type="filepath",
-                                      interactive=False, elem_id="e4d-timeline-curves")  # fmt: skip
-                    with gr.Row():
-                        csv_file = gr.File(label="Live Link Face CSV (60 fps)", elem_id="e4d-timeline-csv")
-                        glb_file = gr.File(label="Animated head (GLB)", elem_id="e4d-timeline-glb")
+                    viewer, curves, csv_file, glb_file = self._result_panel("Write a timeline and press Compose.",
+                                                                            "timeline")  # fmt: skip
             composed = gr.State()
             motion_json = gr.JSON(visible=False)
             done = button.click(_user_errors(self.compose_timeline), inputs=[script, transition, steps, guidance, seed],
@@ -1037,6 +1024,33 @@ class Express4DSpace:
         return f"### Thank you! Stored take `{stored.take}` {where}.", None
 
     # -- layout ----------------------------------------------------------------------------------------
+    def _diffusion_controls(self):
+        """The MDM sampling controls of the Edit and Timeline tabs: steps, guidance scale, seed."""
+        import gradio as gr
+
+        with gr.Accordion("Sampling", open=False):
+            steps = gr.Slider(1, MAX_STEPS, value=self.config.default_steps, step=1, label="Denoising steps")
+            guidance = gr.Slider(0.0, 10.0, value=2.5, step=0.1, label="Guidance scale")
+            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+        return steps, guidance, seed
+
+    def _result_panel(self, message: str, tab: str, ids: str | None = None, curves_label: str | None = None,
+                      csv_label: str = "Live Link Face CSV (60 fps)"):  # fmt: skip
+        """What every generating tab shows: the 3D viewer, the curve picture, the CSV and GLB downloads.
+
+        Element ids are ``e4d-viewer-<tab>`` and ``<ids>curves`` / ``<ids>csv`` / ``<ids>glb`` (``ids`` defaults to
+        ``e4d-<tab>-``); a custom ``curves_label`` is shown, the default one is not."""
+        import gradio as gr
+
+        ids = ids or f"e4d-{tab}-"
+        viewer = self._viewer(message, f"e4d-viewer-{tab}")
+        curves = gr.Image(label=curves_label or "Most active channels", show_label=curves_label is not None,
+                          type="filepath", interactive=False, elem_id=f"{ids}curves")  # fmt: skip
+        with gr.Row():
+            csv_file = gr.File(label=csv_label, elem_id=f"{ids}csv")
+            glb_file = gr.File(label="Animated head (GLB)", elem_id=f"{ids}glb")
+        return viewer, curves, csv_file, glb_file
+
     def _viewer(self, message: str, elem_id: str):
         import gradio as gr
 
@@ -1094,12 +1108,8 @@ class Express4DSpace:
                             seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                         button = gr.Button("Generate", variant="primary", elem_id="e4d-generate")
                     with gr.Column(scale=3):
-                        viewer = self._viewer("Type a sentence and press Generate.", "e4d-viewer-generate")
-                        curves = gr.Image(label="Most active channels", show_label=False, type="filepath",
-                                          interactive=False, elem_id="e4d-curves")  # fmt: skip
-                        with gr.Row():
-                            csv_file = gr.File(label="Live Link Face CSV (60 fps)", elem_id="e4d-csv")
-                            glb_file = gr.File(label="Animated head (GLB)", elem_id="e4d-glb")
+                        viewer, curves, csv_file, glb_file = self._result_panel("Type a sentence and press Generate.",
+                                                                                "generate", ids="e4d-")  # fmt: skip
                         with gr.Accordion("Motion JSON (20 fps)", open=False):
                             motion_json = gr.JSON(label="Motion")
                 state = gr.State()
