@@ -534,23 +534,11 @@ def evaluate_real(
     real_emb = _embed(evaluator, real, "motions")
     embedded = time.perf_counter()
 
-    values: dict[str, list[float]] = {}
-    seeds: list[int] = []
     half = num_clips // 2
-    for r in tqdm(range(replications), desc="real replications", disable=not progress, unit="rep"):
-        order_seed = replication_seed(seed, r, _STREAM_ORDER)
-        seeds.append(order_seed)
-        order = np.random.default_rng(order_seed).permutation(num_clips)
-        row = {
-            f"r_precision_top{k + 1}": float(v)
-            for k, v in enumerate(metrics.r_precision(text_emb[order], real_emb[order], 3, group_size))
-        }
-        row["mm_dist"] = metrics.matching_score(text_emb[order], real_emb[order], group_size)
-        row["fid"] = metrics.frechet_distance(real_emb[order[:half]], real_emb[order[half : 2 * half]])
-        row["diversity"] = metrics.diversity(real_emb, diversity_pairs, replication_seed(seed, r, _STREAM_DIVERSITY))
-        for name, value in row.items():
-            values.setdefault(name, []).append(float(value))
-
+    values, seeds = _score_fixed_pairs(
+        text_emb, real_emb, lambda order: metrics.frechet_distance(real_emb[order[:half]], real_emb[order[half : 2 * half]]),
+        replications, seed, group_size, diversity_pairs, progress, "real replications",
+    )  # fmt: skip
     finished = time.perf_counter()
     timings = {"embed_s": embedded - started, "metrics_s": finished - embedded, "total_s": finished - started}
     info = _protocol_info(num_clips, group_size, diversity_pairs, seed, max_frames, evaluator)
@@ -586,22 +574,38 @@ def evaluate_motions(
     motion_emb = _embed(evaluator, given, "motions")
     real_stats = metrics.gaussian_stats(_embed(evaluator, real, "motions"))
     embedded = time.perf_counter()
-    values: dict[str, list[float]] = {}
-    seeds: list[int] = []
-    for r in tqdm(range(replications), desc="replications", disable=not progress, unit="rep"):
-        order_seed = replication_seed(seed, r, _STREAM_ORDER)
-        seeds.append(order_seed)
-        order = np.random.default_rng(order_seed).permutation(len(given))
-        row = metrics.embedding_metrics(text_emb[order], motion_emb[order], real_stats, group_size=group_size)
-        # Diversity draws pairs of the motions in their given order, as the Real row does with the real clips.
-        row["diversity"] = metrics.diversity(motion_emb, diversity_pairs, replication_seed(seed, r, _STREAM_DIVERSITY))
-        for name, value in row.items():
-            values.setdefault(name, []).append(float(value))
+    fid = metrics.frechet_distance_from_stats(*real_stats, *metrics.gaussian_stats(motion_emb))  # order-free
+    values, seeds = _score_fixed_pairs(text_emb, motion_emb, lambda order: fid, replications, seed, group_size,
+                                       diversity_pairs, progress, "replications")  # fmt: skip
     finished = time.perf_counter()
     timings = {"embed_s": embedded - started, "metrics_s": finished - embedded, "total_s": finished - started}
     info = _protocol_info(len(given), group_size, diversity_pairs, seed, max_frames, evaluator)
     info["fid_reference"] = f"{len(real)} real clips"
     return EvaluationResult(values, seeds, None, timings, info)
+
+
+def _score_fixed_pairs(text_emb: np.ndarray, motion_emb: np.ndarray, fid: Callable[[np.ndarray], float],
+                       replications: int, seed: int, group_size: int, diversity_pairs: int | None, progress: bool,
+                       desc: str) -> tuple[dict[str, list[float]], list[int]]:  # fmt: skip
+    """Replications over pairs that do not change between them (real clips, or motions made elsewhere): each
+    shuffles the pairs with the ``(seed, r)`` order stream, then R-Precision and MM-Dist over the shuffled groups,
+    ``fid(order)``, and Diversity of the motions in their given order. Returns the values and the shuffle seeds."""
+    values: dict[str, list[float]] = {}
+    seeds: list[int] = []
+    for r in tqdm(range(replications), desc=desc, disable=not progress, unit="rep"):
+        order_seed = replication_seed(seed, r, _STREAM_ORDER)
+        seeds.append(order_seed)
+        order = np.random.default_rng(order_seed).permutation(len(motion_emb))
+        row = {
+            f"r_precision_top{k + 1}": float(v)
+            for k, v in enumerate(metrics.r_precision(text_emb[order], motion_emb[order], 3, group_size))
+        }
+        row["mm_dist"] = metrics.matching_score(text_emb[order], motion_emb[order], group_size)
+        row["fid"] = fid(order)
+        row["diversity"] = metrics.diversity(motion_emb, diversity_pairs, replication_seed(seed, r, _STREAM_DIVERSITY))
+        for name, value in row.items():
+            values.setdefault(name, []).append(float(value))
+    return values, seeds
 
 
 def _protocol_info(num_clips: int, group_size: int, diversity_pairs: int | None, seed: int, max_frames,
