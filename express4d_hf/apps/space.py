@@ -1346,9 +1346,9 @@ def build_space_folder(out_dir: str | os.PathLike, models: Iterable[str] = (), d
     if space_id is not None and not _HUB_ID.match(space_id):
         raise SpaceError(f"--space-id {space_id!r} is not a Hub repo id (owner/name)")
 
-    tmp = out.parent / f".{out.name}.building-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    from ..core.io import atomic_folder
+
+    with atomic_folder(out) as tmp:
         shutil.copytree(PACKAGE_DIR, tmp / "express4d_hf",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "src", "node_modules"))  # fmt: skip
         shutil.copy2(SPACE_ASSETS_DIR / "screenshot.jpg", tmp / "screenshot.jpg")
@@ -1398,15 +1398,6 @@ def build_space_folder(out_dir: str | os.PathLike, models: Iterable[str] = (), d
         }  # fmt: skip
         template = (HUB_CARDS_DIR / "space_readme.md").read_text(encoding="utf-8")
         (tmp / "README.md").write_text(string.Template(template).substitute(fields), encoding="utf-8")
-        if out.exists():
-            from ..core.io import replace_folder
-
-            replace_folder(tmp, out)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import pickle
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import torch
 
 from ..core.arkit import NUM_CHANNELS
 from ..core.constants import MIN_FRAMES, TRAIN_FPS
-from ..core.io import replace_folder
+from ..core.io import atomic_folder
 from ..core.motion import FaceMotion
 from ..models.official_evaluator import POS_CLASSES, OfficialTextMotionEvaluator
 from .common import KeyMapping, OfficialCheckpointError, file_sha256, load_official_torch_file
@@ -249,17 +248,9 @@ def convert_official_evaluator(
         model.set_reference(model.embed_motions(clips))
     else:
         logger.warning("%s: fewer than 2 test clips, so no FID reference is stored", data)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
         (tmp / "README.md").write_text(_evaluator_card(model, checkpoint, data, len(clips)), encoding="utf-8")
-        replace_folder(tmp, out)
-    finally:
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ import torch
 from ..core.arkit import NUM_CHANNELS
 from ..core.constants import MAX_FRAMES, TRAIN_FPS
 from ..core.stats import NormStats
-from ..core.io import replace_folder
+from ..core.io import atomic_folder
 from ..models.mdm import MDMDenoiser, sinusoidal_positions
 from ..models.normalizer import MotionNormalizer
 from .common import KeyMapping, OfficialCheckpointError, file_sha256, load_official_torch_file
@@ -320,16 +319,8 @@ def convert_official_mdm(
             "stats": normalizer.config.source,
         },  # fmt: skip
     }
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_folder(out) as tmp:
         pipe.save_pretrained(tmp)
-        replace_folder(tmp, out)
-    finally:
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

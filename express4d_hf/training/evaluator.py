@@ -421,7 +421,7 @@ def _train_evaluator(
     data, out_dir: Path, config: EvaluatorTrainConfig, progress: bool, resume: bool
 ) -> TextMotionEvaluator:
     from ..data.hub import dataset_stats, load_express4d
-    from ..data.torch import MotionDataset, collate_motion
+    from ..data.torch import MotionDataset
     from ..evaluation.metrics import r_precision
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 
-from ..core.arkit import mirror_caption
 from ..core.constants import MAX_FRAMES, MAX_LEADING_OFFSET, MIN_FRAMES, TRAIN_FPS
 from ..core.io import files_into
 from ..models.mdm import MDM_PRESETS, MDMDenoiser
@@ -358,7 +357,7 @@ def _train_mdm(
     from accelerate import PartialState
 
     from ..data.hub import dataset_stats, load_express4d
-    from ..data.torch import MotionDataset, collate_motion
+    from ..data.torch import MotionDataset
     from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size, text_token_size
 
     out_dir = Path(out_dir)
