@@ -440,7 +440,7 @@ def _train_mdm(
 
 
 def save_pipeline_folder(pipe: Express4DMDMPipeline, out_dir: Path) -> None:
-    """Save into ``out_dir/.pipeline.tmp``, then move each entry into ``out_dir`` with ``model_index.json`` last.
+    """Save into a temporary folder beside ``out_dir``, then move each entry in, ``model_index.json`` last.
 
     A crash mid-save never leaves a ``model_index.json`` that points at missing or half-written components;
     the training artefacts already in ``out_dir`` (checkpoints, samples, curves) are kept.
