@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(REPO))
     from express4d_hf.export.facecap import ASSET_DIR, read_facecap_fbx
-    from express4d_hf.export.gltf import _atomic_write_bytes, head_to_glb
+    from express4d_hf.core.io import atomic_write_bytes
+    from express4d_hf.export.gltf import head_to_glb
 
     out = args.out or ASSET_DIR
     source_dir = args.fbx.parent
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the GLB is {len(glb) / 1e6:.2f} MB, over the {MAX_SHIPPED_BYTES / 1e6:.1f} MB budget")
 
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out / "facecap_head.glb", glb)
+    atomic_write_bytes(out / "facecap_head.glb", glb)
     for name in ("LICENSE", "ATTRIBUTION.md"):
         shutil.copyfile(source_dir / name, out / name)
 
