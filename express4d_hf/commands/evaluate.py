@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from ..apps.evaluate import EvaluateConfig, run_evaluation
     from ..evaluation.scoring import Sampling
 
-    sampling = Sampling(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale,
+    # Unset flags sample as the benchmark's fast row does: DDIM, 50 steps, guidance 2.5.
+    sampling = Sampling(sampler=args.sampler or "ddim", steps=args.steps,
+                        guidance_scale=2.5 if args.guidance_scale is None else args.guidance_scale,
                         guidance_rescale=args.guidance_rescale or 0.0, eta=args.eta or 0.0,
                         fast_sampling=args.fast_sampling is not False)  # fmt: skip
     config = EvaluateConfig(replications=args.replications or 20, max_test_clips=args.max_test_clips or None, seed=args.seed,
