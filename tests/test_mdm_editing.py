@@ -422,7 +422,7 @@ def test_generate_edit_and_keep_frames_on_the_command_line(model_dir, source, tm
 
 
 def test_generate_timeline_on_the_command_line(model_dir, tmp_path, capsys):
-    from express4d_hf.livelink import read_livelink_csv, write_livelink_csv
+    from express4d_hf.livelink import read_livelink_csv
     from express4d_hf.cli import main
 
     script = tmp_path / "script.txt"

@@ -121,6 +121,22 @@ class SpaceError(ValueError):
     """A problem the person using the app can fix; shown as it is."""
 
 
+def _checked_seed(seed) -> int:
+    """The seed of a request, a non-negative 63-bit integer (what ``torch.Generator.manual_seed`` takes)."""
+    seed = int(seed)
+    if not 0 <= seed < 2**63:
+        raise SpaceError(f"seed must be a non-negative integer, got {seed}")
+    return seed
+
+
+def _checked_steps(num_inference_steps) -> int:
+    """The denoising steps of a request, 1 to ``MAX_STEPS`` (the app's cost bound per call)."""
+    steps = int(num_inference_steps)
+    if not 1 <= steps <= MAX_STEPS:
+        raise SpaceError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    return steps
+
+
 # =====================================================================================================
 # configuration and models
 # =====================================================================================================
@@ -670,15 +686,11 @@ class Express4DSpace:
         duration_s = float(duration_s)
         if not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
             raise SpaceError(f"duration must be between {MIN_DURATION_S:g} and {MAX_DURATION_S:g} s, got {duration_s:g}")
-        seed = int(seed)
-        if not 0 <= seed < 2**63:
-            raise SpaceError(f"seed must be a non-negative integer, got {seed}")
+        seed = _checked_seed(seed)
         pipe = self.pipeline(model)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         if model == "MDM":
-            steps = int(num_inference_steps)
-            if not 1 <= steps <= MAX_STEPS:
-                raise SpaceError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+            steps = _checked_steps(num_inference_steps)
             out = pipe(prompt, duration_s=duration_s, num_inference_steps=steps, guidance_scale=float(guidance_scale),
                        guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE, generator=generator)  # fmt: skip
         else:
@@ -750,12 +762,8 @@ class Express4DSpace:
         spans = (spans or "").strip() or None
         if not regions and not spans:
             raise SpaceError("pick the regions to keep and/or give time spans to keep (e.g. 0-1,3-4)")
-        steps = int(num_inference_steps)
-        if not 1 <= steps <= MAX_STEPS:
-            raise SpaceError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-        seed = int(seed)
-        if not 0 <= seed < 2**63:
-            raise SpaceError(f"seed must be a non-negative integer, got {seed}")
+        steps = _checked_steps(num_inference_steps)
+        seed = _checked_seed(seed)
         pipe = self.pipeline("MDM")
         out = pipe(prompt, motion=source, keep_channels=regions or None, keep_frames=spans, num_inference_steps=steps,
                    guidance_scale=float(guidance_scale), guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE,
@@ -817,12 +825,8 @@ class Express4DSpace:
         if total > MAX_TIMELINE_S:
             raise SpaceError(f"the timeline lasts {total:g} s; this app composes up to {MAX_TIMELINE_S:g} s "
                              "here; shorten the segments or split the timeline")  # fmt: skip
-        steps = int(num_inference_steps)
-        if not 1 <= steps <= MAX_STEPS:
-            raise SpaceError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-        seed = int(seed)
-        if not 0 <= seed < 2**63:
-            raise SpaceError(f"seed must be a non-negative integer, got {seed}")
+        steps = _checked_steps(num_inference_steps)
+        seed = _checked_seed(seed)
         pipe = self.pipeline("MDM")
         motion = pipe.compose(segments, transition_s=float(transition_s), num_inference_steps=steps,
                               guidance_scale=float(guidance_scale), guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE,
