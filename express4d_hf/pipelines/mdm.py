@@ -418,7 +418,12 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
 
         plans = None
         if edit_sources is not None:
-            plans = [prepare_edit(m, n, fps, keep_channels, keep_frames, seam_blend_s) for m, n in zip(edit_sources, lengths)]
+            # One plan per distinct (source, length): a batch that edits one take for many prompts resamples it once.
+            distinct: dict[tuple[int, int], Any] = {}
+            for m, n in zip(edit_sources, lengths):
+                if (id(m), n) not in distinct:
+                    distinct[id(m), n] = prepare_edit(m, n, fps, keep_channels, keep_frames, seam_blend_s)
+            plans = [distinct[id(m), n] for m, n in zip(edit_sources, lengths)]
 
         device = self._execution_device
         repeat = num_motions_per_prompt
@@ -471,11 +476,12 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         latents = latents * self.scheduler.init_noise_sigma
         inputs = dict(latents=latents, states=branch_states, drop=branch_drop, mask=branch_mask)
         if plans is not None:  # inpainting: the normalised source and its weights, padded like the latents
-            source_raw = torch.zeros(batch, run_frames, channels, device=device)
-            weights = torch.zeros(batch, run_frames, channels, device=device)
+            # Filled on the host and copied once (a copy per clip costs more than the edit's whole GPU work).
+            host = np.zeros((2, batch, run_frames, channels), dtype=np.float32)
             for i, plan in enumerate(p for p in plans for _ in range(repeat)):
-                source_raw[i, : len(plan.source)] = torch.from_numpy(plan.source).to(device)
-                weights[i, : len(plan.source)] = torch.from_numpy(plan.weights).to(device)
+                host[0, i, : len(plan.source)] = plan.source
+                host[1, i, : len(plan.source)] = plan.weights
+            source_raw, weights = torch.from_numpy(host).to(device)
             inputs["source"] = self.normalizer.normalize(source_raw).float() * mask[..., None]
             inputs["weights"] = weights
         if tokens_mode:  # the order-aware denoiser's token states (inputs of a recorded loop, like the rest)
