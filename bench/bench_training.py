@@ -255,25 +255,28 @@ def main(argv: list[str] | None = None) -> int:
                 row[variant] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
             torch._dynamo.reset()
             print(f"{stage_name:>12} {variant:>6}: {json.dumps(row[variant])}", flush=True)
-        fast = row.get("fast", {}).get("ms_per_step")
-        if fast:
-            row["full_schedule_min"] = round(stage["schedule"] * fast / 60000, 2)
         limit = row.get("limit", {}).get("ms_per_step")
-        if fast and limit:
-            row["fast_over_limit"] = round(fast / limit, 2)
+        for variant, suffix in (("fast", ""), ("compiled", "_compiled")):  # the default loop, and with --compile
+            ms = row.get(variant, {}).get("ms_per_step")
+            if ms:
+                row[f"full_schedule_min{suffix}"] = round(stage["schedule"] * ms / 60000, 2)
+            if ms and limit:
+                row[f"{variant}_over_limit"] = round(ms / limit, 2)
         results["stages"][stage_name] = row
         del stage
         if device.type == "cuda":
             torch.cuda.empty_cache()
     titles = {"eager": "eager fp32 ms", "fast": "fast ms", "compiled": "fast+compile ms", "limit": "limit ms"}
     shown = [v for v in titles if v in variants]
-    print("\n| stage | batch | " + " | ".join(titles[v] for v in shown) + " | fast/limit | GPU busy (fast) | full schedule (fast) |")
-    print("|---|---|" + "---|" * len(shown) + "---|---|---|")
+    print("\n| stage | batch | " + " | ".join(titles[v] for v in shown) + " | fast/limit | fast+compile/limit | "
+          "GPU busy (fast, fast+compile) | full schedule (fast, fast+compile) |")  # fmt: skip
+    print("|---|---|" + "---|" * len(shown) + "---|---|---|---|")
     for stage_name, row in results["stages"].items():
         cells = [str(row.get(v, {}).get("ms_per_step", row.get(v, {}).get("error", "–"))) for v in shown]
-        busy = row.get("fast", {}).get("gpu_busy_pct")
+        busy = ", ".join(str(row.get(v, {}).get("gpu_busy_pct", "–")) for v in ("fast", "compiled"))
         print(f"| {stage_name} | {row['batch_size']} | " + " | ".join(cells) + f" | {row.get('fast_over_limit', '–')} | "
-              f"{busy if busy is not None else '–'} | {row.get('full_schedule_min', '–')} min ({row['schedule_steps']} steps) |")  # fmt: skip
+              f"{row.get('compiled_over_limit', '–')} | {busy} | {row.get('full_schedule_min', '–')}, "
+              f"{row.get('full_schedule_min_compiled', '–')} min ({row['schedule_steps']} steps) |")  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
