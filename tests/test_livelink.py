@@ -290,6 +290,19 @@ def test_resample_is_anti_aliased():
     assert np.abs(filtered).max() < 0.05 < np.abs(sliced).max()
 
 
+@pytest.mark.parametrize("fps_in, fps_out", [(60, 20), (59.94, 20), (30, 20), (20, 60), (60, 25)])
+def test_resample_with_the_cached_filter_equals_scipys_default_design(fps_in, fps_out):
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    values = np.random.default_rng(0).random((301, 61)).astype(np.float32)
+    ratio = Fraction(fps_out / fps_in).limit_denominator(1000)
+    expected = resample_poly(values.astype(np.float64), ratio.numerator, ratio.denominator, axis=0, padtype="line")
+    got = FaceMotion(values, fps=fps_in).resample(fps_out).values
+    np.testing.assert_array_equal(got, expected[: len(got)].astype(np.float32))
+
+
 def test_crop_and_timecode(values):
     m = FaceMotion(values, fps=60, start_timecode="00:00:01:00.000")
     c = m.crop(60, 90)
