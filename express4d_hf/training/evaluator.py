@@ -88,7 +88,7 @@ class EvaluatorTrainConfig(LoopConfig):
             "paper": {
                 "model_preset": "paper", "max_steps": 40000, "batch_size": 32, "learning_rate": 1e-4,
                 "warmup_steps": 500, "movement_steps": 10000, "movement_learning_rate": 1e-4, "negative_shifts": 1,
-                "eval_every": 1000, "checkpoint_every": 2000, "log_every": 50,
+                "eval_every": 1000, "checkpoint_every": 2000, "log_every": 50, "compile": True,
             },
         }  # fmt: skip
         if name not in presets:

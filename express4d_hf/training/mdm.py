@@ -84,7 +84,7 @@ class MDMTrainConfig(LoopConfig):
             ),
             "paper": dict(
                 model_preset="paper", max_steps=100_000, batch_size=64, learning_rate=1e-4, warmup_steps=1000,
-                weight_decay=0.0, ema_decay=0.9999, checkpoint_every=5000, log_every=50, sample_every=5000,
+                weight_decay=0.0, ema_decay=0.9999, checkpoint_every=5000, log_every=50, sample_every=5000, compile=True,
             ),
         }  # fmt: skip
         if name not in presets:

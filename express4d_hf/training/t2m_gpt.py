@@ -96,7 +96,7 @@ class VQVAETrainConfig(_StepsMixin, LoopConfig):
             "tiny": dict(model_preset="tiny", max_steps=800, batch_size=64, learning_rate=1e-3, warmup_steps=50,
                          checkpoint_every=400, log_every=20, usage_every=100),
             "paper": dict(model_preset="paper", max_steps=50_000, batch_size=256, learning_rate=2e-4, warmup_steps=1000,
-                          checkpoint_every=5000, log_every=50, usage_every=500),
+                          checkpoint_every=5000, log_every=50, usage_every=500, compile=True),
         }  # fmt: skip
         if name not in presets:
             raise ValueError(f"unknown VQ-VAE training preset {name!r}; choose one of {sorted(presets)}")
@@ -129,7 +129,8 @@ class GPTTrainConfig(_StepsMixin, LoopConfig):
             "tiny": dict(model_preset="tiny", max_steps=800, batch_size=64, learning_rate=1e-3, warmup_steps=50,
                          weight_decay=0.01, ema_decay=0.995, checkpoint_every=400, log_every=20, sample_every=400),
             "paper": dict(model_preset="paper", max_steps=60_000, batch_size=128, learning_rate=1e-4, warmup_steps=1000,
-                          weight_decay=0.01, ema_decay=0.999, checkpoint_every=5000, log_every=50, sample_every=5000),
+                          weight_decay=0.01, ema_decay=0.999, checkpoint_every=5000, log_every=50, sample_every=5000,
+                          compile=True),
         }  # fmt: skip
         if name not in presets:
             raise ValueError(f"unknown GPT training preset {name!r}; choose one of {sorted(presets)}")
