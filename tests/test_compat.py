@@ -26,21 +26,33 @@ MOVED = {
 }
 
 
-def test_pipeline_folder_saved_by_0_1_loads_and_samples_the_same():
+def test_pipeline_folder_saved_by_0_1_loads_and_samples_the_same(monkeypatch):
     """The folder was written by express4d-hf 0.1 (tiny random components); its model_index.json records the
-    module paths of that version, and the sample it made then is stored beside it."""
+    module paths of that version, and the sample it made then is stored beside it (``values``).
+
+    It samples with DDPM. Since 0.2 the pipeline draws DDPM's per-step noise itself, on its device
+    (``AncestralNoise``), so the default call gives ``values_device_noise``; with the step noise drawn as 0.1 drew
+    it (by ``DDPMScheduler.step`` from the call's generator) the loaded components give 0.1's sample exactly."""
+    from express4d_hf.pipelines import mdm
     from express4d_hf.pipelines.loading import load_pipeline
     from express4d_hf.pipelines.mdm import Express4DMDMPipeline
 
     index = json.loads((FIXTURE / "model_index.json").read_text())
     assert index["denoiser"] == ["express4d_hf.models.mdm", "MDMDenoiser"]
     expected = json.loads((FIXTURE / "expected_sample.json").read_text())
-    for pipe in (Express4DMDMPipeline.from_pretrained(FIXTURE), load_pipeline(FIXTURE)):
-        pipe.set_progress_bar_config(disable=True)
+
+    def sample(pipe):
         out = pipe([expected["prompt"]], num_frames=expected["num_frames"],
                    num_inference_steps=expected["num_inference_steps"],
                    generator=torch.Generator().manual_seed(expected["seed"]))  # fmt: skip
-        np.testing.assert_allclose(out.motions[0].values, np.asarray(expected["values"], np.float32), atol=1e-5)
+        return out.motions[0].values
+
+    for pipe in (Express4DMDMPipeline.from_pretrained(FIXTURE), load_pipeline(FIXTURE)):
+        pipe.set_progress_bar_config(disable=True)
+        np.testing.assert_allclose(sample(pipe), np.asarray(expected["values_device_noise"], np.float32), atol=1e-5)
+        with monkeypatch.context() as patch:  # the 0.1 draw: diffusers' step draws from the call's generator
+            patch.setattr(mdm, "draws_ancestral_noise", lambda scheduler: False)
+            np.testing.assert_allclose(sample(pipe), np.asarray(expected["values"], np.float32), atol=1e-5)
 
 
 @pytest.mark.parametrize("old, new", sorted(MOVED.items()))

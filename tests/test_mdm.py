@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
 
 from card_snippets import run_card_snippet
 from express4d_hf import read_livelink_csv
@@ -19,7 +20,11 @@ from express4d_hf.evaluation.scoring import pipeline_generate_fn
 from express4d_hf.pipelines.common import MotionBatchOutput, MotionPipelineOutput
 from express4d_hf.pipelines.loading import PipelineLoadError, load_pipeline
 from express4d_hf.pipelines.mdm import (
+    DDPM_NOISE_CHUNK_STEPS,
+    AncestralNoise,
     Express4DMDMPipeline,
+    ddpm_step_with_noise,
+    draws_ancestral_noise,
     is_replayable,
     make_scheduler,
     rescale_guidance,
@@ -188,6 +193,72 @@ def test_sde_dpmsolver_is_seeded_and_batch_independent(text_encoder):
     pipe.scheduler = make_scheduler("dpmsolver++", pipe.scheduler.config)
     ode = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], **kwargs).motions
     assert not torch.allclose(ode, batch)  # same start, but the SDE adds noise every step
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(), dict(variance_type="fixed_large"), dict(variance_type="fixed_small_log"),
+     dict(prediction_type="epsilon", clip_sample=True), dict(prediction_type="v_prediction"),
+     dict(prediction_type="epsilon", thresholding=True, beta_schedule="linear")],
+)  # fmt: skip
+def test_ddpm_step_with_noise_equals_diffusers_step(config):
+    """The pipeline's DDPM step with its own noise is diffusers' DDPMScheduler.step given the same noise."""
+    base = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample", clip_sample=False)
+    scheduler = DDPMScheduler(**{**base, **config})
+    scheduler.set_timesteps(50)
+    model_output, sample = torch.randn(2, 2, 30, 61).unbind()
+    assert draws_ancestral_noise(scheduler)
+    for t in [scheduler.timesteps[0], scheduler.timesteps[25], scheduler.timesteps[-1]]:  # t = 0 adds no noise
+        expected = scheduler.step(model_output, t, sample, generator=gen(7)).prev_sample
+        noise = randn_tensor(model_output.shape, generator=gen(7))  # what step draws from that generator
+        torch.testing.assert_close(ddpm_step_with_noise(scheduler, model_output, t, sample, noise), expected,
+                                   rtol=0, atol=0)  # fmt: skip
+
+
+def test_ddpm_step_with_noise_refuses_what_it_cannot_reproduce():
+    learned = DDPMScheduler(variance_type="learned_range", prediction_type="sample")
+    assert not draws_ancestral_noise(learned) and not draws_ancestral_noise(DDIMScheduler())
+    learned.set_timesteps(10)
+    x = torch.zeros(1, 4, 61)
+    with pytest.raises(ValueError, match="variance_type"):
+        ddpm_step_with_noise(learned, x, learned.timesteps[0], x, x)
+
+
+def test_ddpm_noise_is_per_clip_batch_independent_and_seeded(text_encoder):
+    """DDPM's ancestral noise is drawn by the pipeline per clip (AncestralNoise): a clip's result depends only on
+    its own generator, not on its batch or its neighbours' lengths, across several chunks of steps."""
+    pipe = make_pipe(text_encoder)
+    assert type(pipe.scheduler) is DDPMScheduler
+    steps = DDPM_NOISE_CHUNK_STEPS + 3  # two chunks of noise
+    kwargs = dict(num_inference_steps=steps, output_type="pt")
+    batch = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], **kwargs).motions
+    again = pipe(PROMPTS, num_frames=[40, 25], generator=[gen(0), gen(1)], **kwargs).motions
+    alone = pipe(PROMPTS[1], num_frames=25, generator=[gen(1)], **kwargs).motions
+    swapped = pipe(PROMPTS[::-1], num_frames=[25, 60], generator=[gen(1), gen(2)], **kwargs).motions
+    torch.testing.assert_close(batch, again, rtol=0, atol=0)
+    torch.testing.assert_close(alone[0], batch[1, :25], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(swapped[0, :25], batch[1, :25], atol=1e-5, rtol=1e-5)
+    other = pipe(PROMPTS[1], num_frames=25, generator=[gen(9)], **kwargs).motions
+    assert not torch.allclose(other[0], alone[0], atol=1e-3)
+    # the protocol's adapter (one CPU generator per clip seeded with the clip's seed) gives the same clip anywhere
+    generate = pipeline_generate_fn(pipe, num_inference_steps=steps)
+    together, single = generate(PROMPTS, [40, 25], [3, 4]), generate(PROMPTS[1:], [25], [4])
+    np.testing.assert_allclose(together[1].values, single[0].values, atol=1e-5)
+
+
+def test_ancestral_noise_draws_each_clip_at_full_length_in_chunks():
+    """Step i's noise of a clip: its derived generator's draw of [chunk, full_frames, C] for i's chunk, cropped."""
+    chunk, steps, full, channels = 4, 10, 12, 3
+    noise = AncestralNoise([gen(0), gen(1)], 2, steps, full, channels, run_frames=5, device="cpu", chunk_steps=chunk)
+    drawn = torch.stack([noise[i] for i in range(steps)])  # [steps, 2, 5, 3]
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=gen(1)).item())
+    clip = torch.Generator().manual_seed(seed)
+    blocks = [torch.randn(min(chunk, steps - s), full, channels, generator=clip) for s in range(0, steps, chunk)]
+    torch.testing.assert_close(drawn[:, 1], torch.cat(blocks)[:, :5], rtol=0, atol=0)
+    alone = AncestralNoise([gen(1)], 1, steps, full, channels, run_frames=12, device="cpu", chunk_steps=chunk)
+    torch.testing.assert_close(torch.stack([alone[i][0, :5] for i in range(steps)]), drawn[:, 1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="generators"):
+        AncestralNoise([gen(0)], 2, steps, full, channels, 5, "cpu")
 
 
 @pytest.mark.parametrize(("guidance", "eta", "rescale"), [(2.5, 0.0, 0.0), (1.0, 0.0, 0.0), (2.5, 0.7, 0.0), (2.5, 0.0, 0.7)])

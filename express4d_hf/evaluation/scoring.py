@@ -73,7 +73,9 @@ class Sampling:
 
 def pipeline_generate_fn(pipe: Any, **call_kwargs: Any) -> GenerateFn:
     """Adapt a motion pipeline to the protocol's ``generate_fn(captions, num_frames, seeds)``: one CPU generator
-    per clip, seeded with that clip's protocol seed (the noise is then the same on any device and batch)."""
+    per clip, seeded with that clip's protocol seed (the noise is then the same in any batch, and the starting
+    noise the same on any device; MDM's DDPM draws its step noise on the device from a seed the clip's generator
+    gives, so its stream differs between CPU and CUDA: ``pipelines.mdm.AncestralNoise``)."""
     import torch
 
     def generate(captions: list[str], num_frames: list[int], seeds: list[int]) -> list[FaceMotion]:

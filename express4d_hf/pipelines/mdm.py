@@ -61,6 +61,9 @@ MAX_TIMELINE_S = 600.0  # a composed performance is at most 10 minutes
 SCHEDULER_NAMES = DIFFUSION_SAMPLERS
 MAX_CACHED_GRAPHS = 16  # recordings kept per pipeline: a sampling loop per batch size / steps / scheduler,
 # a text encoder per batch size
+DDPM_NOISE_CHUNK_STEPS = 16  # steps of DDPM's ancestral noise drawn per clip at once (AncestralNoise). A constant,
+# never derived from the batch: the values a generator gives depend on how much is drawn per call.
+DDPM_NOISE_VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")  # what ddpm_step_with_noise reproduces
 
 
 def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
@@ -112,10 +115,123 @@ def is_replayable(scheduler) -> bool:
     :meth:`Express4DMDMPipeline.enable_fast_sampling` can record it as a CUDA graph and replay it.
 
     DDIM (any ``eta``), DPM-Solver++ (ODE and SDE: see :func:`takes_step_noise`) and UniPC qualify;
-    DDPM's ancestral sampler draws its noise inside ``step`` from a generator and runs eagerly.
+    DDPM runs eagerly: its ancestral noise (:class:`AncestralNoise`) is drawn chunk by chunk as the loop goes.
     """
     name = type(scheduler).__name__
     return name in ("DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+
+
+def draws_ancestral_noise(scheduler) -> bool:
+    """True when the pipeline draws DDPM's per-step ancestral noise itself (:class:`AncestralNoise`) and steps
+    with :func:`ddpm_step_with_noise`: a plain ``DDPMScheduler`` with a fixed variance
+    (``DDPM_NOISE_VARIANCE_TYPES``). Otherwise (learned variances, subclasses) ``scheduler.step`` draws it from
+    the call's generator, as diffusers does."""
+    return type(scheduler) is DDPMScheduler and scheduler.config.variance_type in DDPM_NOISE_VARIANCE_TYPES
+
+
+def ddpm_step_with_noise(scheduler: DDPMScheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
+                         noise: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """``scheduler.step(model_output, timestep, sample).prev_sample`` with the ancestral noise given.
+
+    diffusers' ``DDPMScheduler.step`` draws the noise itself (``randn_tensor(model_output.shape, generator)``) and has
+    no ``variance_noise`` argument; this is the same step, operation for operation (diffusers 0.42), with
+    ``noise`` in place of that draw: equal to ``step`` given a generator that draws ``noise``. Every
+    ``prediction_type``, clipping and thresholding are handled as there; the variance types are the fixed ones of
+    ``DDPM_NOISE_VARIANCE_TYPES`` (the learned ones need the model's predicted variance: a ``ValueError``).
+    """
+    if not draws_ancestral_noise(scheduler):
+        raise ValueError(
+            f"ddpm_step_with_noise takes a DDPMScheduler with variance_type in {DDPM_NOISE_VARIANCE_TYPES}, got "
+            f"{type(scheduler).__name__} with variance_type={getattr(scheduler.config, 'variance_type', None)!r}"
+        )
+    t = timestep
+    prev_t = scheduler.previous_timestep(t)
+    alpha_prod_t = scheduler.alphas_cumprod[t]
+    alpha_prod_t_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.one
+    beta_prod_t = 1 - alpha_prod_t
+    beta_prod_t_prev = 1 - alpha_prod_t_prev
+    current_alpha_t = alpha_prod_t / alpha_prod_t_prev
+    current_beta_t = 1 - current_alpha_t
+
+    prediction = scheduler.config.prediction_type
+    if prediction == "epsilon":
+        x0 = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
+    elif prediction == "sample":
+        x0 = model_output
+    elif prediction == "v_prediction":
+        x0 = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
+    else:
+        raise ValueError(f"prediction_type {prediction!r} must be one of `epsilon`, `sample` or `v_prediction`")
+    if scheduler.config.thresholding:
+        x0 = scheduler._threshold_sample(x0)
+    elif scheduler.config.clip_sample:
+        x0 = x0.clamp(-scheduler.config.clip_sample_range, scheduler.config.clip_sample_range)
+
+    x0_coeff = (alpha_prod_t_prev ** (0.5) * current_beta_t) / beta_prod_t
+    sample_coeff = current_alpha_t ** (0.5) * beta_prod_t_prev / beta_prod_t
+    prev_sample = x0_coeff * x0 + sample_coeff * sample
+    if t > 0:
+        noise = noise.to(model_output.dtype)
+        if scheduler.variance_type == "fixed_small_log":
+            variance = scheduler._get_variance(t) * noise
+        else:
+            variance = (scheduler._get_variance(t) ** 0.5) * noise
+        prev_sample = prev_sample + variance
+    return prev_sample
+
+
+class AncestralNoise:
+    """DDPM's per-step noise for a batch, drawn on the pipeline's device, ``DDPM_NOISE_CHUNK_STEPS`` steps at a time.
+
+    ``noise[i]`` is step ``i``'s noise ``[batch, frames, channels]``. With one generator per clip, each clip gets
+    its own generator on ``device``, seeded by one 63-bit integer drawn from the clip's given generator (after its
+    starting noise), and its noise is drawn at the model's full length ``[chunk steps, full_frames, channels]``
+    per call, then cropped like the latents: a clip's noise depends only on its generator and the number of
+    steps, never on its batch, its neighbours' lengths or the chunk the protocol generates it in. With one
+    generator (or none: torch's default one) the batch shares one device generator seeded the same way.
+
+    Drawing on the device is what makes the 1000-step sampler run at the GPU's speed: diffusers' own draw inside
+    ``DDPMScheduler.step`` with per-clip CPU generators makes and copies ``batch`` host tensors every step. The
+    device's stream differs from the CPU's: the same seed gives other (equally distributed) noise on CUDA and CPU.
+    """
+
+    def __init__(self, generator, batch: int, steps: int, full_frames: int, channels: int, run_frames: int,
+                 device: torch.device, chunk_steps: int = DDPM_NOISE_CHUNK_STEPS) -> None:  # fmt: skip
+        device = torch.device(device)
+        self.per_clip = isinstance(generator, list)
+        if self.per_clip and len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for {batch} motions (give one, or one per motion)")
+        sources = generator if self.per_clip else [generator]
+        self.generators = [torch.Generator(device=device).manual_seed(_derived_seed(g)) for g in sources]
+        self.batch, self.steps, self.chunk_steps = batch, steps, chunk_steps
+        self.shape, self.run_frames, self.device = (full_frames, channels), run_frames, device
+        self._chunk, self._values = -1, None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        chunk = step // self.chunk_steps
+        if chunk != self._chunk:
+            self._values = None  # (freed before the next chunk is drawn)
+            self._values = self._draw(chunk)
+            self._chunk = chunk
+        return self._values[:, step - chunk * self.chunk_steps, : self.run_frames]
+
+    def _draw(self, chunk: int) -> torch.Tensor:
+        count = min(self.chunk_steps, self.steps - chunk * self.chunk_steps)
+        if not self.per_clip:  # one draw for the batch
+            return torch.randn((self.batch, count, *self.shape), generator=self.generators[0], device=self.device)
+        values = torch.empty((self.batch, count, *self.shape), device=self.device)
+        for clip, generator in enumerate(self.generators):  # a contiguous block per clip: as torch.randn draws it
+            values[clip].normal_(generator=generator)
+        return values
+
+
+def _derived_seed(generator: torch.Generator | None) -> int:
+    """One 63-bit seed drawn from ``generator`` (torch's default CPU generator when None)."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=device).item())
 
 
 def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, rescale: float) -> torch.Tensor:
@@ -492,7 +608,9 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             noise = randn_tensor((batch, steps, full_frames, channels), generator=generator, device=device,
                                  dtype=torch.float32)  # fmt: skip
             inputs["noise"] = noise[:, :, :run_frames].transpose(0, 1)
-        elif not replay and "generator" in _step_parameters(self.scheduler):  # DDPM's ancestral noise
+        elif not replay and draws_ancestral_noise(self.scheduler):  # DDPM: drawn per clip on the device
+            inputs["noise"] = self._ancestral_noise(generator, batch, full_frames, channels, run_frames, device)
+        elif not replay and "generator" in _step_parameters(self.scheduler):  # drawn by diffusers in step()
             step_kwargs["generator"] = generator
         if replay:
             latents = self._replay(num_inference_steps, guidance_scale, float(guidance_rescale), step_kwargs, **inputs)
@@ -533,12 +651,18 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         """Set ``pipe._interrupt = True`` in a step callback to skip the remaining denoising steps (diffusers' way)."""
         return bool(getattr(self, "_interrupt", False))
 
+    def _ancestral_noise(self, generator, batch: int, full_frames: int, channels: int, run_frames: int,
+                         device: torch.device) -> AncestralNoise:  # fmt: skip
+        """DDPM's per-step noise (:class:`AncestralNoise`), drawn from ``generator`` after the starting noise."""
+        return AncestralNoise(generator, batch, len(self.scheduler.timesteps), full_frames, channels, run_frames, device)
+
     def _denoise(self, latents, states, drop, mask, guidance, rescale=0.0, noise=None, step_kwargs=None,
                  progress=True, callback=None, source=None, weights=None, tokens=None,
                  token_mask=None) -> torch.Tensor:  # fmt: skip
         """The sampling loop over ``self.scheduler.timesteps`` (host tensors); ``guidance`` is a float or a 0-d
         tensor, ``rescale`` the guidance rescale; ``noise`` ``[steps, B, T, C]`` is the per-step noise of
-        :func:`takes_step_noise` samplers; ``step_kwargs`` go to ``scheduler.step``; ``callback`` is
+        :func:`takes_step_noise` samplers, or DDPM's :class:`AncestralNoise` (then the step is
+        :func:`ddpm_step_with_noise`); ``step_kwargs`` go to ``scheduler.step``; ``callback`` is
         ``(callback_on_step_end, tensor input names)`` (eager loop only). With ``source`` and
         ``weights`` ``[B, T, C]`` (an edit), every step's clean prediction becomes
         ``x0 + weights * (source - x0)`` before the scheduler step (MDM's inpainting). ``tokens`` /
@@ -563,9 +687,12 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
                     x0 = rescale_guidance(x0, x0_cond, mask[:batch], rescale)
             if source is not None:
                 x0 = torch.lerp(x0, source, weights)
-            if noise is not None:
-                step_kwargs = {**step_kwargs, "variance_noise": noise[i]}
-            latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
+            if isinstance(noise, AncestralNoise):
+                latents = ddpm_step_with_noise(self.scheduler, x0, t, latents, noise[i])
+            else:
+                if noise is not None:
+                    step_kwargs = {**step_kwargs, "variance_noise": noise[i]}
+                latents = self.scheduler.step(x0, t, latents, **step_kwargs).prev_sample
             if callback is not None:
                 values = {"latents": latents, "x0": x0, "states": states, "mask": mask[:batch]}
                 outputs = call_step_callback(self, callback[0], i, t, callback[1], values)
@@ -744,5 +871,6 @@ def _step_parameters_of(scheduler_class: type) -> frozenset[str]:
     return frozenset(inspect.signature(scheduler_class.step).parameters)
 
 
-__all__ = ["SCHEDULER_NAMES", "Express4DMDMPipeline", "check_timeline", "default_scheduler", "is_replayable", "make_scheduler",
-           "rescale_guidance", "takes_step_noise"]
+__all__ = ["SCHEDULER_NAMES", "AncestralNoise", "Express4DMDMPipeline", "check_timeline", "ddpm_step_with_noise",
+           "default_scheduler", "draws_ancestral_noise", "is_replayable", "make_scheduler", "rescale_guidance",
+           "takes_step_noise"]
