@@ -82,6 +82,46 @@ def test_reduced_benchmark_writes_every_report_and_resumes(small_dataset, bench_
     assert again["meta"]["evaluator"]["class"] == "TextMotionEvaluator"
 
 
+def test_interrupted_then_resumed_benchmark_adds_up_its_timings(small_dataset, tmp_path, monkeypatch):
+    """results.json's timings cover every invocation of the folder: a first one stopped during MDM's training
+    (after the evaluator trained) and a second one that resumes it; each stage counts only where it trained."""
+    import time
+
+    import express4d_hf.training.mdm as mdm_training
+    from express4d_hf.apps.benchmark import BenchmarkInterrupted
+
+    out = tmp_path / "bench"
+    real_train = mdm_training.train_mdm
+
+    def stopped(*args, **kwargs):
+        time.sleep(1.0)  # trains a while, then SIGTERM arrives
+        raise BenchmarkInterrupted("SIGTERM: stopped; re-run the same command to resume")
+
+    monkeypatch.setattr(mdm_training, "train_mdm", stopped)
+    assert run(small_dataset, out, "--models", "mdm") != 0  # the CLI reports the interruption
+    first = json.loads((out / "timings.json").read_text())["invocations"]
+    assert [i["status"] for i in first] == ["interrupted"] and not (out / "results.json").exists()
+    assert set(first[0]["stages"]) == {"evaluator", "mdm"} and first[0]["stages"]["mdm"] >= 1.0
+    assert first[0]["phases"]["data"] > 0 and first[0]["phases"]["train_phase"] > 0
+
+    monkeypatch.setattr(mdm_training, "train_mdm", real_train)
+    assert run(small_dataset, out, "--models", "mdm") == 0
+    timings = json.loads((out / "results.json").read_text())["meta"]["timings"]
+    both = json.loads((out / "timings.json").read_text())["invocations"]
+    assert [i["status"] for i in both] == ["interrupted", "finished"]
+    assert set(both[1]["stages"]) == {"mdm"}  # the evaluator was up to date: skipped, not counted again
+    close = lambda a, b: abs(a - b) <= 0.15  # noqa: E731 - results.json rounds to 0.1 s
+    assert close(timings["train_evaluator_s"], first[0]["stages"]["evaluator"])
+    assert close(timings["train_mdm_s"], first[0]["stages"]["mdm"] + both[1]["stages"]["mdm"])
+    assert close(timings["train_wall_s"], first[0]["train_wall_s"] + both[1]["train_wall_s"])
+    assert timings["train_wall_s"] >= max(timings["train_evaluator_s"], timings["train_mdm_s"]) - 0.2
+    assert timings["total_s"] >= first[0]["total_s"] + timings["this_invocation_s"] - 0.2  # not the last one's only
+    assert timings["total_s"] >= timings["data_s"] + timings["train_wall_s"] + timings["evaluate_s"] - 0.5
+    assert timings["evaluate_s"] > 0 and timings["invocations"] == 2
+    assert [i["status"] for i in timings["ledger"]] == ["interrupted", "running"]  # written while the 2nd ran
+    assert timings["ledger"][0]["stages"] == first[0]["stages"]
+
+
 def test_benchmark_scores_with_a_converted_official_evaluator(small_dataset, bench_out, tmp_path):
     """--evaluator DIR: the rows are scored by another evaluator (here a converted official-layout one) and the
     results say which; the trained stages are reused."""

@@ -264,3 +264,37 @@ def test_benchmark_timing_ledger_adds_up_invocations(tmp_path):
     second.close("finished")
     saved = json.loads((tmp_path / "timings.json").read_text())["invocations"]
     assert [i["status"] for i in saved] == ["interrupted", "finished"] and saved[0]["train_wall_s"] == 60.0
+
+
+def test_benchmark_timing_ledger_counts_a_killed_invocation_and_its_phases(tmp_path):
+    """The ledger is on disk at every boundary: an invocation killed outright (never closed) still counts up to
+    its last boundary, marked "killed" by the next one. Phases add up to the invocation's wall time."""
+    from express4d_hf.apps.benchmark import TimingLedger
+
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    killed = TimingLedger(tmp_path, clock=clock)
+    killed.phase("data")
+    now[0] += 5
+    killed.phase("train_phase")
+    now[0] += 45
+    killed.stage("evaluator", 1005.0, 1050.0)  # saved at the stage's end
+    now[0] += 5  # ... then SIGKILL: no close(); these 5 s are lost
+    second = TimingLedger(tmp_path, clock=clock)
+    assert second.invocations[0]["status"] == "killed"
+    second.phase("data")
+    now[0] += 2
+    second.phase("train_phase")
+    now[0] += 30
+    second.stage("mdm", 1057.0, 1087.0)
+    second.phase("evaluate")
+    now[0] += 10
+    totals = second.totals()
+    assert totals["train_evaluator_s"] == 45.0 and totals["train_mdm_s"] == 30.0
+    assert totals["train_wall_s"] == 75.0 and totals["data_s"] == 7.0 and totals["evaluate_s"] == 10.0
+    assert totals["total_s"] == 50.0 + 42.0 and totals["invocations"] == 2  # the killed one up to its last boundary
+    assert totals["train_phase_s"] == 45.0 + 30.0
+    second.close("finished")
+    saved = json.loads((tmp_path / "timings.json").read_text())["invocations"]
+    assert [i["status"] for i in saved] == ["killed", "finished"]
+    assert saved[1]["phases"] == {"data": 2.0, "train_phase": 30.0, "evaluate": 10.0} and saved[1]["total_s"] == 42.0

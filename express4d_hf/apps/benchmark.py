@@ -118,12 +118,13 @@ def _mark_done(folder: Path, stage: str, key: str, config: dict[str, Any], secon
 
 
 def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str, fn: Callable[[], Any], resume: bool) -> float:
-    """Run ``fn`` unless ``folder`` already holds this stage's output for the same config and data; the seconds spent."""
-    t0 = time.perf_counter()
+    """Run ``fn`` unless ``folder`` already holds this stage's output for the same config and data; the seconds
+    spent training (0.0 when skipped). The time it trained, finished or not, goes to the active ledger."""
     key = _stage_key(name, config, fingerprint)
     if resume and _stage_done(folder, key):
         logger.info("[%s] up to date in %s, skipped", name, folder)
-        return time.perf_counter() - t0
+        return 0.0
+    t0, start = time.perf_counter(), time.time()
     if (folder / "stage.json").exists():
         (folder / "stage.json").unlink()  # a different config: its output is stale
     logger.info("[%s] running -> %s", name, folder)
@@ -136,6 +137,8 @@ def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str
             f"stage '{name}' failed: {type(err).__name__}: {err}. Earlier stages are kept; fix the cause and re-run "
             "the same command to resume."
         ) from err
+    finally:
+        TimingLedger.record_stage(name, start, time.time())
     seconds = time.perf_counter() - t0
     _mark_done(folder, name, key, config, seconds)
     return seconds
@@ -143,42 +146,94 @@ def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str
 
 class TimingLedger:
     """Wall times of every invocation of one benchmark folder (``timings.json``), so that a run spread over
-    several shorter jobs (each resuming the last) reports what the whole run took: each stage's own seconds,
-    ``train_wall_s`` (per invocation, from the first training's start to the last one's end, stages overlapping
-    or not, added up over invocations) and ``total_s`` (every invocation's wall time added up). An invocation
-    stopped by SIGTERM (``timeout``) is recorded too."""
+    several shorter jobs (each resuming the last) reports what the whole run took.
 
-    def __init__(self, out: Path):
+    Per invocation it records each training stage's own seconds (``stages``: only stages that trained in it;
+    one skipped as up to date adds nothing), the span from the first training's start to the last one's end
+    (``train_wall_s``, stages overlapping or not), the seconds of each phase (``phases``: data, train_phase,
+    evaluate, reports) and its wall time (``total_s``) and ``status``. :meth:`totals` adds them up over invocations; that
+    is what ``results.json`` reports. The file is rewritten at every stage and phase boundary (status
+    ``"running"``), so an invocation killed outright (SIGKILL, a lost machine) still counts up to its last
+    boundary and is marked ``"killed"`` by the next one; SIGTERM (``timeout``) closes it as ``"interrupted"``.
+    """
+
+    active: TimingLedger | None = None  # the ledger of the benchmark running in this process (see record_stage)
+
+    def __init__(self, out: Path, clock: Callable[[], float] = time.time):
         self.path = out / "timings.json"
+        self.clock = clock
         try:
             self.invocations: list[dict[str, Any]] = json.loads(self.path.read_text())["invocations"]
         except (OSError, json.JSONDecodeError, KeyError):
             self.invocations = []
-        self.started = time.time()
-        self.current: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {}}
+        for invocation in self.invocations:
+            if invocation.get("status") == "running":  # its process never closed it
+                invocation["status"] = "killed"
+        self.started = clock()
+        self.current: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {},
+                                        "phases": {}}  # fmt: skip
+        self._phase: tuple[str, float] | None = None  # the open phase and its start
 
     def stage(self, name: str, start: float, end: float) -> None:
+        """Training stage ``name`` trained from ``start`` to ``end`` (``clock`` seconds) in this invocation."""
         self.current["stages"][name] = round(self.current["stages"].get(name, 0.0) + end - start, 3)
         first, last = self.current.get("train_start"), self.current.get("train_end")
         self.current["train_start"] = start if first is None else min(first, start)
         self.current["train_end"] = end if last is None else max(last, end)
+        self.current["train_wall_s"] = round(self.current["train_end"] - self.current["train_start"], 3)
+        self.save()
+
+    @classmethod
+    def record_stage(cls, name: str, start: float, end: float) -> None:
+        """:meth:`stage` on the active ledger, if a benchmark runs in this process (a training in a worker
+        process reports to its parent instead)."""
+        if cls.active is not None:
+            cls.active.stage(name, start, end)
+
+    def phase(self, name: str | None) -> None:
+        """Close the open phase (its seconds added to ``phases``) and open ``name`` (None: none)."""
+        now = self.clock()
+        if self._phase is not None:
+            opened, since = self._phase
+            self.current["phases"][opened] = round(self.current["phases"].get(opened, 0.0) + now - since, 3)
+        self._phase = (name, now) if name is not None else None
+        self.save()
+
+    def _snapshot(self, status: str) -> dict[str, Any]:
+        now = self.clock()
+        phases = dict(self.current["phases"])
+        if self._phase is not None:  # the open phase so far
+            phases[self._phase[0]] = round(phases.get(self._phase[0], 0.0) + now - self._phase[1], 3)
+        return {**self.current, "phases": phases, "total_s": round(now - self.started, 3), "status": status}
+
+    def save(self, status: str = "running") -> None:
+        every = self.invocations + [self._snapshot(status)]
+        atomic_write_text(self.path, json.dumps({"invocations": every}, indent=2) + "\n")
 
     def close(self, status: str) -> None:
-        self.current.update(total_s=round(time.time() - self.started, 3), status=status)
-        if "train_start" in self.current:
-            self.current["train_wall_s"] = round(self.current["train_end"] - self.current["train_start"], 3)
-        atomic_write_text(self.path, json.dumps({"invocations": self.invocations + [self.current]}, indent=2) + "\n")
+        self.phase(None)
+        self.save(status)
 
     def totals(self) -> dict[str, Any]:
-        every = self.invocations + [{**self.current, "total_s": time.time() - self.started,
-                                     "train_wall_s": self.current.get("train_end", 0) - self.current.get("train_start", 0)}]  # fmt: skip
+        """Seconds added up over every invocation so far, this one included (up to now): ``train_<stage>_s``
+        (over the invocations that trained it), ``<phase>_s``, ``train_wall_s``, ``total_s``, ``invocations``."""
+        every = self.invocations + [self._snapshot("running")]
         stages: dict[str, float] = {}
+        phases: dict[str, float] = {}
         for invocation in every:
             for name, seconds in invocation.get("stages", {}).items():
                 stages[name] = stages.get(name, 0.0) + seconds
-        return {**{f"train_{k}_s": round(v, 1) for k, v in stages.items()},
+            for name, seconds in invocation.get("phases", {}).items():
+                phases[name] = phases.get(name, 0.0) + seconds
+        return {**{f"{k}_s": round(v, 1) for k, v in phases.items()},
+                **{f"train_{k}_s": round(v, 1) for k, v in stages.items()},
                 "train_wall_s": round(sum(i.get("train_wall_s", 0.0) for i in every), 1),
                 "total_s": round(sum(i.get("total_s", 0.0) for i in every), 1), "invocations": len(every)}  # fmt: skip
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every invocation so far (this one up to now), for ``results.json``: start, status, seconds."""
+        keep = ("started", "status", "total_s", "train_wall_s", "stages", "phases")
+        return [{k: i[k] for k in keep if k in i} for i in self.invocations + [self._snapshot("running")]]
 
 
 def _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir) -> list[tuple[str, Path, dict[str, Any]]]:
@@ -226,10 +281,10 @@ def _train_process(name, folder, configs, data_dir, fingerprint, resume, gpu, qu
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.time()
     try:
-        _train_job(name, Path(folder), configs, data_dir, fingerprint, resume, progress=False)
-        queue.put((name, start, time.time(), None))
+        trained = _train_job(name, Path(folder), configs, data_dir, fingerprint, resume, progress=False) > 0
+        queue.put((name, start, time.time(), None, trained))
     except BaseException as err:  # noqa: BLE001 - reported to the parent, which raises it
-        queue.put((name, start, time.time(), f"{type(err).__name__}: {err}"))
+        queue.put((name, start, time.time(), f"{type(err).__name__}: {err}", True))
 
 
 def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, ledger: TimingLedger) -> None:
@@ -249,8 +304,9 @@ def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, l
     errors = []
     try:
         for _ in processes:
-            name, start, end, error = queue.get()
-            ledger.stage(name, start, end)
+            name, start, end, error, trained = queue.get()
+            if trained:  # (a stage skipped as up to date adds nothing)
+                ledger.stage(name, start, end)
             if error:
                 errors.append(f"{name}: {error}")
     finally:
@@ -258,10 +314,11 @@ def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, l
             process.join()
         while True:  # stages that reported after an interruption (SIGTERM) still count
             try:
-                name, start, end, error = queue.get(timeout=0.5)
+                name, start, end, error, trained = queue.get(timeout=0.5)
             except Exception:  # noqa: BLE001 - queue.Empty
                 break
-            ledger.stage(name, start, end)
+            if trained:
+                ledger.stage(name, start, end)
     if errors:
         raise BenchmarkStageError("training failed: " + "; ".join(errors) + ". Finished stages are kept; re-run the same command to resume.")
 
@@ -292,7 +349,7 @@ def run_benchmark(
         raise ValueError(f"eta {config.fast_eta:g} applies to the ddim sampler, not {config.fast_sampler}; use --sampler ddim")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ledger = TimingLedger(out)
+    ledger = TimingLedger.active = TimingLedger(out)
     status = "interrupted"
     previous = None
     import signal
@@ -310,6 +367,7 @@ def run_benchmark(
         return report
     finally:
         ledger.close(status)
+        TimingLedger.active = None
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -332,6 +390,7 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
     timings: dict[str, float] = {}
 
     # 1. data
+    ledger.phase("data")
     t0 = time.perf_counter()
     data_dir = resolve_dataset_dir(data, progress=progress)
     fingerprint = dataset_fingerprint(data_dir)
@@ -342,15 +401,12 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
     # 2-4. training stages
     evaluator_dir, mdm_dir, t2m_dir = out / "evaluator", out / "mdm", out / "t2m_gpt"
     mdm_order_dir, t2m_order_dir = out / "mdm_order", out / "t2m_gpt_order"
-    stage_seconds = _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress, ledger)
-    order_start = time.time()
-    order_seconds = _train_order_stages(config, data_dir, fingerprint, mdm_order_dir, t2m_order_dir, t2m_dir, resume, progress)
-    if order_seconds:
-        ledger.stage("order_variants", order_start, time.time())
-    stage_seconds.update(order_seconds)
-    timings.update(stage_seconds)
+    ledger.phase("train_phase")  # every training's own seconds go to the ledger (results.json: train_<stage>_s)
+    _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress, ledger)
+    _train_order_stages(config, data_dir, fingerprint, mdm_order_dir, t2m_order_dir, t2m_dir, resume, progress)
 
     # 5. rows
+    ledger.phase("evaluate")
     from ..models.evaluator import TextMotionEvaluator, describe_evaluator
 
     # The trained evaluator selects checkpoints during training; --evaluator DIR (e.g. `express4d convert
@@ -443,15 +499,17 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
         pipelines[name] = (gpt, {})
         generators[name] = pipeline_generate_fn(gpt)
     order_results = _order_probes(rows_dir, generators, results, row_key_base, fingerprint, config, resume)
-    timings["evaluate_s"] = sum(r.timings.get("total_s", 0.0) for r in results.values())
+    timings["rows_s"] = sum(r.timings.get("total_s", 0.0) for r in results.values())  # each row's own scoring
 
     # 6. reports
+    ledger.phase("reports")
     _write_samples(out / "samples", pipelines, clips, config)
     accumulated = ledger.totals()
     meta = run_metadata(
         asdict(config), seeds={"benchmark": config.seed}, data={"path": str(data_dir), "fingerprint": fingerprint,
         "test_clips_used": len(clips), "test_clips_total": len(test_clips), "train_clips": len(train_clips)},
-        timings={**timings, **accumulated, "this_invocation_s": time.perf_counter() - started},
+        timings={**timings, **accumulated, "this_invocation_s": time.perf_counter() - started,
+                 "ledger": ledger.ledger()},
         steps_run=_steps_run(out), protocol=results["real"].info,
         mdm_sampling=mdm_sampling, evaluator=evaluator_info,
     )  # fmt: skip
@@ -471,13 +529,9 @@ def _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir
     jobs = _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir)
     if (config.concurrent or config.gpus > 1) and _device() == "cuda" and len(jobs) > 1:
         _train_stages_concurrently(jobs, data_dir, fingerprint, resume, max(1, config.gpus), ledger)
-    else:
+    else:  # each stage's time goes to the active ledger (_run_stage)
         for name, folder, configs in jobs:
-            start = time.time()
-            try:
-                _train_job(name, folder, configs, data_dir, fingerprint, resume, progress)
-            finally:
-                ledger.stage(name, start, time.time())
+            _train_job(name, folder, configs, data_dir, fingerprint, resume, progress)
     return {f"train_{name}_s": ledger.current["stages"].get(name, 0.0) for name, _, _ in jobs}
 
 
