@@ -480,6 +480,23 @@ def test_train_command_ends_in_loadable_folder_and_resumes(tiny_dataset, tmp_pat
     assert motion.num_frames == 30 and np.isfinite(motion.values).all()
 
 
+def test_training_seed_alone_decides_the_weights(tiny_dataset, text_encoder, tmp_path):
+    """The initial weights follow the config's seed, not what ran before in the process (a resumed benchmark skips
+    earlier stages; the quality check trains seeds one after another): same seed, same weights; another seed, not."""
+    from express4d_hf.training.mdm import MDMTrainConfig, train_mdm
+
+    def weights(seed: int, run: str) -> dict[str, torch.Tensor]:
+        config = MDMTrainConfig.preset("tiny", seed=seed, max_steps=2, batch_size=8, sample_every=0, warmup_steps=1)
+        pipe = train_mdm(tiny_dataset, tmp_path / run, config, text_encoder=text_encoder, progress=False, resume=False)
+        return {k: v.clone() for k, v in pipe.denoiser.state_dict().items()}
+
+    first = weights(0, "a")
+    torch.rand(100)  # whatever else ran in between
+    again, other = weights(0, "b"), weights(1, "c")
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
 def test_fixed_length_tokens_give_the_same_text_embeddings(text_encoder):
     """The recorded text encoder pads every prompt to 64 tokens; the attention mask must make that invisible."""
     tokenizer, encoder = text_encoder

@@ -74,6 +74,10 @@ class BenchmarkConfig:
     gpus: int = 1  # spread the trainings over this many GPUs (evaluator, MDM, T2M-GPT on GPU 0, 1, 2 modulo N)
     compare_samplers: tuple[str, ...] = ()  # more MDM rows, "sampler:steps", with the fast row's guidance and rescale
     ddpm_multimodality: bool = False  # Multimodality for the 1000-step DDPM row too (about 27 min alone on one H200)
+    select_checkpoints: bool = False  # score kept checkpoints on the validation split, test rows use the chosen one (paper: on)
+    selection_points: int = 10  # weights kept per generator training for selection (evenly spaced, the last included)
+    selection_replications: int = 3  # protocol replications per checkpoint on the validation clips
+    selection_max_clips: int | None = None  # validation subset in whole groups of 32 (None: all, 128 of the corpus's 145)
 
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> BenchmarkConfig:
@@ -81,7 +85,8 @@ class BenchmarkConfig:
             base = cls()
         elif name == "paper":
             base = cls(preset="paper", replications=20, max_test_clips=None, full_ddpm=True, multimodality=True,
-                       fast_guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE, compare_samplers=("dpmsolver++:12",))  # fmt: skip
+                       fast_guidance_rescale=RECOMMENDED_GUIDANCE_RESCALE, compare_samplers=("dpmsolver++:12",),
+                       select_checkpoints=True)  # fmt: skip
         else:
             raise ValueError(f"unknown preset {name!r}; choose 'tiny' or 'paper'")
         for key, value in overrides.items():
@@ -245,13 +250,13 @@ def _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir) -> list[tuple
     if "mdm" in config.models:
         from ..training.mdm import MDMTrainConfig
 
-        jobs.append(("mdm", mdm_dir, {"mdm": MDMTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "mdm"))}))
+        jobs.append(("mdm", mdm_dir, {"mdm": _selectable(config, MDMTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "mdm")))}))
     if "t2m-gpt" in config.models:
         from ..training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig
 
         jobs.append(("t2m_gpt", t2m_dir, {
-            "vqvae": VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")),
-            "gpt": GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt"))}))  # fmt: skip
+            "vqvae": _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")), keep=False),
+            "gpt": _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt")))}))  # fmt: skip
     return jobs
 
 
@@ -418,6 +423,9 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
     test_clips = _clips(splits["test"])
     train_clips = _clips(splits["train"])
     clips = test_subset(test_clips, config.max_test_clips, EVAL_GROUP_SIZE)
+    selections: dict[str, dict[str, Any]] = {}  # row -> its checkpoint selection record
+    selected_steps: dict[str, int] = {}  # every row scored with a selected checkpoint -> its step
+    selection_clips = _selection_clips(splits, test_clips, config) if config.select_checkpoints else None
     protocol = dict(replications=config.replications, seed=config.seed, progress=progress)
     rows_dir = out / "rows"
     rows_dir.mkdir(exist_ok=True)
@@ -426,6 +434,8 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
 
     def row(name: str, make: Callable[[], EvaluationResult], extra_key: dict | None = None) -> EvaluationResult:
         path = rows_dir / f"{name}.json"
+        if "selected_step" in (extra_key or {}):  # results.json says which checkpoint each generator row scored
+            selected_steps[name] = extra_key["selected_step"]
         key = _stage_key(name, {**row_key_base, **(extra_key or {})}, fingerprint)
         if resume and path.exists() and _stage_done(rows_dir / name, key):
             return EvaluationResult.load_json(path)
@@ -465,13 +475,16 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
                         guidance_rescale=config.fast_guidance_rescale, eta=config.fast_eta,
                         fast_sampling=config.fast_sampling)  # fmt: skip
         fast_kwargs = fast.prepare(mdm)  # casts and records on a GPU before the rows are keyed by dtype
+        if selection_clips is not None:  # the test rows score the checkpoint chosen on validation
+            selections[fast_name] = _select(fast_name, mdm, folder, evaluator, selection_clips, fast, config, progress)
+        chosen = {"selected_step": selections[fast_name]["selected_step"]} if fast_name in selections else {}
         mdm_sampling = (f"{str(mdm.denoiser.dtype).removeprefix('torch.')} denoiser"
                         + (", deterministic samplers replayed as CUDA graphs" if config.fast_sampling and _device() == "cuda" else ", eager"))  # fmt: skip
-        mdm_key = {"model": _folder_key(folder), **fast.describe(), "dtype": str(mdm.denoiser.dtype)}
+        mdm_key = {"model": _folder_key(folder), **fast.describe(), "dtype": str(mdm.denoiser.dtype), **chosen}
         results[fast_name] = row(fast_name, lambda mdm=mdm, fast=fast: score_pipeline(mdm, evaluator, clips, fast, **protocol), mdm_key)
         if config.full_ddpm:
             full = Sampling(sampler="ddpm", guidance_scale=config.guidance_scale, fast_sampling=config.fast_sampling)
-            full_key = {"model": _folder_key(folder), **full.describe(), "dtype": str(mdm.denoiser.dtype)}
+            full_key = {"model": _folder_key(folder), **full.describe(), "dtype": str(mdm.denoiser.dtype), **chosen}
             full_protocol = {**protocol, "multimodality": config.multimodality and config.ddpm_multimodality}
             results[full_name] = row(full_name, lambda mdm=mdm, full=full: score_pipeline(mdm, evaluator, clips, full, **full_protocol), full_key)
         for spec in config.compare_samplers if model == "mdm" else ():
@@ -482,7 +495,7 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
             ROW_TITLES.setdefault(name, f"MDM ({sampler}, {int(count or 50)} steps" + (
                 f", rescale {config.fast_guidance_rescale:g})" if config.fast_guidance_rescale else ")"))
             other.prepare(mdm)
-            key = {"model": _folder_key(folder), **other.describe(), "dtype": str(mdm.denoiser.dtype)}
+            key = {"model": _folder_key(folder), **other.describe(), "dtype": str(mdm.denoiser.dtype), **chosen}
             results[name] = row(name, lambda mdm=mdm, other=other: score_pipeline(mdm, evaluator, clips, other, **protocol), key)
         fast_kwargs = fast.prepare(mdm)
         mdm.set_progress_bar_config(disable=True)
@@ -494,7 +507,10 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
         from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
 
         gpt = Express4DT2MGPTPipeline.from_pretrained(folder).to(_device())
-        results[name] = row(name, lambda gpt=gpt: score_pipeline(gpt, evaluator, clips, None, **protocol), {"model": _folder_key(folder)})
+        if selection_clips is not None:
+            selections[name] = _select(name, gpt, folder, evaluator, selection_clips, None, config, progress)
+        chosen = {"selected_step": selections[name]["selected_step"]} if name in selections else {}
+        results[name] = row(name, lambda gpt=gpt: score_pipeline(gpt, evaluator, clips, None, **protocol), {"model": _folder_key(folder), **chosen})
         gpt.set_progress_bar_config(disable=True)
         pipelines[name] = (gpt, {})
         generators[name] = pipeline_generate_fn(gpt)
@@ -513,11 +529,19 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
         steps_run=_steps_run(out), protocol=results["real"].info,
         mdm_sampling=mdm_sampling, evaluator=evaluator_info,
     )  # fmt: skip
-    notes = _results_notes(meta, config, len(clips))
+    if config.select_checkpoints:
+        meta["checkpoint_selection"] = selections
+        if selections:
+            from ..evaluation.selection import plot_validation
+
+            plot_validation(selections, out / "validation.png", ROW_TITLES)
+    notes = _results_notes(meta, config, len(clips)) + _selection_notes(selections)
     order_cells = {ROW_TITLES[n]: order_results[n].cell() for n in order_results}
     report = write_results(out, results, ROW_TITLES, meta, f"Express4D benchmark ({config.preset} preset)", notes,
                            extra_columns={ORDER_COLUMN: order_cells},
-                           row_extras={n: {"order_accuracy": r.to_dict()} for n, r in order_results.items()})  # fmt: skip
+                           row_extras={n: {**({"order_accuracy": order_results[n].to_dict()} if n in order_results else {}),
+                                           **({"selected_step": selected_steps[n]} if n in selected_steps else {})}
+                                       for n in results})  # fmt: skip
     return report
 
 
@@ -566,14 +590,14 @@ def _train_order_stages(config, data_dir, fingerprint, mdm_dir, t2m_dir, pooled_
     if "mdm-order" in config.models:
         from ..training.mdm import MDMTrainConfig, train_mdm
 
-        mdm_cfg = MDMTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "mdm"))
+        mdm_cfg = _selectable(config, MDMTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "mdm")))
         seconds["train_mdm_order_s"] = _run_stage("mdm_order", mdm_dir, asdict(mdm_cfg), fingerprint,
             lambda: train_mdm(data_dir, mdm_dir, mdm_cfg, progress=progress, resume=resume), resume)  # fmt: skip
     if "t2m-gpt-order" in config.models:
         from ..training.t2m_gpt import VQVAE_STAGE_DIR, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
 
-        vq_cfg = VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))
-        gpt_cfg = GPTTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "gpt"))
+        vq_cfg = _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")), keep=False)
+        gpt_cfg = _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "gpt")))
         shared = pooled_t2m_dir / VQVAE_STAGE_DIR if "t2m-gpt" in config.models else None
         stage_config = {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg), "vqvae_shared": shared is not None}
         seconds["train_t2m_gpt_order_s"] = _run_stage("t2m_gpt_order", t2m_dir, stage_config, fingerprint,
@@ -630,6 +654,65 @@ def _order_probes(rows_dir: Path, generators: dict[str, Callable], results: dict
         atomic_write_text(path, json.dumps({"key": key, "result": result.to_dict()}, indent=2) + "\n")
         out[name] = result
     return out
+
+
+def _validation_fraction(config: BenchmarkConfig) -> float:
+    """The share of train the evaluator holds out for validation: the generators hold out the same clips."""
+    from ..training.evaluator import EvaluatorTrainConfig
+
+    return EvaluatorTrainConfig.preset(config.preset, seed=config.seed).val_fraction
+
+
+def _selectable(config: BenchmarkConfig, stage_config: Any, keep: bool = True) -> Any:
+    """With ``select_checkpoints``: a generator's training config that holds the validation clips out of training
+    and (``keep``) keeps ``selection_points`` evenly spaced weight files to select from."""
+    if not config.select_checkpoints:
+        return stage_config
+    from dataclasses import replace
+
+    every = -(-stage_config.max_steps // max(1, config.selection_points)) if keep else 0
+    return replace(stage_config, validation_holdout=_validation_fraction(config), keep_weights_every=every)
+
+
+def _selection_clips(splits, test_clips, config: BenchmarkConfig) -> list[FaceMotion]:
+    """The validation clips checkpoints are selected on (never a test clip: checked by take id)."""
+    from ..evaluation.selection import validation_clips
+
+    chosen = validation_clips(splits, _validation_fraction(config), config.seed, config.selection_max_clips)
+    leaked = {c.metadata["id"] for c in chosen} & {c.metadata["id"] for c in test_clips}
+    if leaked:
+        raise BenchmarkStageError(f"checkpoint selection would score test clips {sorted(leaked)[:5]}: refusing")
+    return chosen
+
+
+def _selection_notes(selections: dict[str, dict[str, Any]]) -> str:
+    if not selections:
+        return ""
+    first = next(iter(selections.values()))
+    lines = [f"\nCheckpoint selection (validation.png): each generator's kept checkpoints scored on "
+             f"{first['validation']['clips']} validation clips (held out of every training; never test clips), "
+             f"{first['replications']} replications, the row's own sampler; criterion: {first['criterion']}. "
+             f"The test rows score the selected step."]  # fmt: skip
+    for name, record in selections.items():
+        best = next(p for p in record["curve"] if p["step"] == record["selected_step"])
+        lines.append(f"- {ROW_TITLES[name]}: step {record['selected_step']} of {record['steps']} (validation R@3 "
+                     f"{best['r_precision_top3']:.3f}, FID {best['fid']:.3f}); {record['note']}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _select(name: str, pipe: Any, folder: Path, evaluator, clips, sampling, config: BenchmarkConfig,
+            progress: bool) -> dict[str, Any]:  # fmt: skip
+    """Checkpoint selection of one generator on the validation clips (``evaluation.selection``); the chosen
+    weights stay loaded in ``pipe``."""
+    from ..evaluation.selection import select_checkpoint
+
+    logger.info("[selection] %s: scoring its kept checkpoints on %d validation clips", ROW_TITLES[name], len(clips))
+    t0 = time.perf_counter()
+    record = select_checkpoint(pipe, folder, evaluator, clips, sampling, replications=config.selection_replications,
+                               seed=config.seed, cache_dir=folder / "validation", progress=progress)  # fmt: skip
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    logger.info("[selection] %s: step %d of %s; %s", ROW_TITLES[name], record["selected_step"], record["steps"], record["note"])
+    return record
 
 
 def _steps(steps: dict[str, int], stage: str) -> dict[str, int]:

@@ -38,6 +38,13 @@ def register(subparsers) -> None:
                         help="spread the trainings over N GPUs of this machine (evaluator, MDM, T2M-GPT on GPU 0, 1, 2 mod N)")  # fmt: skip
     parser.add_argument("--compare-samplers", default=None, metavar="SAMPLER:STEPS,...",
                         help="more MDM rows with the fast row's guidance and rescale (paper: dpmsolver++:12; '' for none)")  # fmt: skip
+    parser.add_argument("--select-checkpoints", action=argparse.BooleanOptionalAction, default=None,
+                        help="hold the evaluator's validation clips out of the generators' training too, keep "
+                        "--selection-points weight files per generator, score them on those clips (3 replications, the "
+                        "row's sampler) and score the test rows with the best (validation R@3, near-ties by FID); "
+                        "results.json and validation.png show the curve (default: on in paper, off in tiny)")  # fmt: skip
+    parser.add_argument("--selection-points", type=int, default=None, metavar="N",
+                        help="checkpoints kept per generator for --select-checkpoints, evenly spaced (default: 10)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=True, help="skip finished stages (default)")
     resume.add_argument("--no-resume", dest="resume", action="store_false", help="redo every stage")
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, max_steps=_parse_steps(args.max_steps),
         full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling, fast_eta=args.eta, fast_guidance_rescale=args.guidance_rescale,
         guidance_scale=args.guidance_scale, evaluator=args.evaluator, concurrent=args.concurrent, gpus=args.gpus,
+        select_checkpoints=args.select_checkpoints, selection_points=args.selection_points,
         compare_samplers=None if args.compare_samplers is None else tuple(x for x in args.compare_samplers.split(",") if x),
     )  # fmt: skip
     config = BenchmarkConfig.preset_config(args.preset, **overrides)

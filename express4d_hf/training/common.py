@@ -68,6 +68,7 @@ class LoopConfig:
     checkpoint_every: int = 500  # steps between resumable checkpoints (0 = only at the end)
     checkpoint_minutes: float = 5.0  # also checkpoint when this many minutes passed since the last one (0 = off)
     keep_checkpoints: int = 2  # older checkpoints are deleted
+    keep_weights_every: int = 0  # also keep the saved weights (EMA's if on) every N steps and at the end, in weights/ (0 = off)
     log_every: int = 10  # steps between logged loss lines
     num_workers: int = 0  # unused since batches are drawn by index from memory (kept for old configs)
     seed: int = 0  # seeds every random draw: data order, augmentation, noise, dropout
@@ -169,6 +170,7 @@ def scale_for_processes(config: LoopConfig, num_processes: int) -> LoopConfig:
     return replace(
         config, max_steps=-(-config.max_steps // n), warmup_steps=per(config.warmup_steps),
         checkpoint_every=per(config.checkpoint_every), log_every=per(config.log_every),
+        keep_weights_every=per(config.keep_weights_every),
         learning_rate=config.learning_rate * rules[config.lr_scaling],
         ema_decay=config.ema_decay**n if config.ema_decay > 0 else 0.0,
     )  # fmt: skip
@@ -333,6 +335,20 @@ def save_checkpoint(folder: Path, model, optimizer, ema: EMA | None, step: int, 
         save_file(rng_tensors, tmp / "rng.safetensors")
         meta.update(step=step, rng=rng_meta, extra=extra or {})
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+
+
+WEIGHTS_DIR = "weights"
+
+
+def save_weights(out_dir: Path, model: torch.nn.Module, step: int) -> Path:
+    """``<out_dir>/weights/step_<N>.safetensors``: the weights a training would save at ``step`` (the EMA's when it
+    keeps one), for checkpoint selection (``LoopConfig.keep_weights_every``; read by
+    :mod:`express4d_hf.evaluation.selection`). Unlike checkpoints they are never rotated away."""
+    path = Path(out_dir) / WEIGHTS_DIR / f"step_{step}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp, metadata={"step": str(step)})
+    return path
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
@@ -792,6 +808,9 @@ def run_training(
                 if extra:
                     log.add(done, extra)
                     accelerator.log(extra, step=done)
+            if config.keep_weights_every and accelerator.is_main_process and (
+                    done % config.keep_weights_every == 0 or done == config.max_steps):
+                save_weights(out_dir, ema.shadow if ema is not None else raw_model, done)
             if done < config.max_steps:
                 due = config.checkpoint_every and done % config.checkpoint_every == 0
                 late = config.checkpoint_minutes > 0 and time.perf_counter() - last_checkpoint >= 60 * config.checkpoint_minutes

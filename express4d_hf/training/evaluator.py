@@ -42,8 +42,8 @@ from ..core.constants import EVAL_GROUP_SIZE, MAX_FRAMES, MAX_LEADING_OFFSET, MI
 from ..core.io import atomic_path, files_into
 from ..core.motion import FaceMotion
 from ..models.evaluator import MovementDecoder, TextMotionEvaluator, mask_padding
-from ..data.splits import clips_from_split
-from .common import LoopConfig, run_metadata, run_training, write_json
+from ..data.splits import clips_from_split, split_validation  # noqa: F401 - split_validation: re-exported (its old home)
+from .common import LoopConfig, run_metadata, run_training, seed_everything, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -304,22 +304,6 @@ def contrastive_index_loss_fn(evaluator: TextMotionEvaluator, config: EvaluatorT
 
 
 # --- data --------------------------------------------------------------------------------------------------
-def split_validation(num_items: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded ``(train_indices, val_indices)`` of a train split (both sorted); validation gets ``fraction`` of it.
-
-    >>> train, val = split_validation(10, 0.2, seed=0)
-    >>> len(train), len(val), sorted(set(train) | set(val)) == list(range(10))
-    (8, 2, True)
-    """
-    if not 0 < fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
-    num_val = round(num_items * fraction)
-    if num_val < 2 or num_items - num_val < 2:
-        raise ValueError(f"a train split of {num_items} clips is too small to hold out {fraction:.0%} for validation")
-    order = np.random.default_rng([seed, 0x5A11D]).permutation(num_items)
-    return np.sort(order[num_val:]), np.sort(order[:num_val])
-
-
 def grouped_r_precision(
     text_emb: np.ndarray, motion_emb: np.ndarray, group_size: int, groupings: int, seed: int
 ) -> np.ndarray:
@@ -439,6 +423,7 @@ def _train_evaluator(
     logger.info("evaluator: %d train clips, %d validation clips (held out of train, seed %d), %d test clips",
                 len(train_set), len(val_clips), config.seed, len(test_clips))  # fmt: skip
 
+    seed_everything(config.seed)  # the initial weights follow the seed, not what ran before in this process
     evaluator = TextMotionEvaluator.from_text_encoder(config.model_preset, config.text_encoder, stats=stats)
 
     # Stage 1: movement autoencoder.

@@ -39,7 +39,7 @@ from ..models.mdm import MDM_PRESETS, MDMDenoiser
 from ..models.normalizer import MotionNormalizer
 from ..pipelines.cards import training_data_card
 from ..pipelines.mdm import Express4DMDMPipeline, default_scheduler, make_scheduler
-from .common import LoopConfig, embed_caption_set, run_metadata, run_training, write_json
+from .common import LoopConfig, embed_caption_set, run_metadata, run_training, seed_everything, write_json
 from ..livelink import write_livelink_csv
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class MDMTrainConfig(LoopConfig):
     sample_scheduler: str = "ddim"  # sampler of those samples ("ddpm", "ddim" or "dpmsolver++")
     sample_steps: int = 50  # its number of steps
     guidance_scale: float = 2.5  # classifier-free guidance of the samples (and the card's recommended value)
+    validation_holdout: float = 0.0  # train without this share of train (data.splits.split_validation, seeded): checkpoint selection
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> MDMTrainConfig:
@@ -357,13 +358,14 @@ def _train_mdm(
     from accelerate import PartialState
 
     from ..data.hub import dataset_stats, load_express4d
+    from ..data.splits import hold_out_validation
     from ..data.torch import MotionDataset
     from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size, text_token_size
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    splits = load_express4d(data, progress=progress)
+    splits = hold_out_validation(load_express4d(data, progress=progress), config.validation_holdout, config.seed)
     stats = dataset_stats(data)
     train_set = MotionDataset(
         splits["train"], stats, train=True, fps=TRAIN_FPS, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES,
@@ -379,6 +381,7 @@ def _train_mdm(
     vocabulary = CaptionVocabulary(train_set.captions, mirror=config.mirror_prob > 0)
     caption_set = set(vocabulary.captions)
     text_dim = text_hidden_size(encoder)
+    seed_everything(config.seed)  # the initial weights follow the seed, not what ran before in this process
     denoiser = config.build_denoiser(text_dim, text_token_size(encoder))
     embeddings = embed_caption_set(caption_set, tokenizer, encoder, progress=progress, with_tokens=denoiser.uses_text_tokens)
     captions = CaptionTable({c: embeddings[c] for c in vocabulary.captions})  # rows in vocabulary order

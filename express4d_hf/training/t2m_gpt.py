@@ -43,7 +43,7 @@ from ..models.t2m_gpt import GPT_PRESETS, MIN_CODES, T2MGPT, VQVAE_PRESETS, Moti
 from ..pipelines.cards import training_data_card
 from ..pipelines.t2m_gpt import Express4DT2MGPTPipeline
 from .common import (
-    LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, write_json,
+    LoopConfig, LossLog, embed_caption_set, run_metadata, run_training, seed_everything, write_json,
 )
 from .mdm import CaptionTable, save_pipeline_folder
 from ..livelink import write_livelink_csv
@@ -87,6 +87,7 @@ class VQVAETrainConfig(_StepsMixin, LoopConfig):
     mirror_prob: float = 0.5  # probability of a left/right mirrored training window
     max_leading_offset: int = MAX_LEADING_OFFSET  # clips lose a random 0..N leading frames before windowing
     usage_every: int = 100  # steps between codebook-usage logs (perplexity, dead codes); 0 = never
+    validation_holdout: float = 0.0  # train without this share of train (data.splits.split_validation, seeded): checkpoint selection
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> VQVAETrainConfig:
@@ -121,6 +122,7 @@ class GPTTrainConfig(_StepsMixin, LoopConfig):
     sample_every: int = 500  # steps between held-out loss + sample generation (0 = never)
     num_samples: int = 3  # test captions generated at each sample step
     tokenize_batch_size: int = 64  # clips per forward pass when tokenising the dataset
+    validation_holdout: float = 0.0  # train without this share of train (data.splits.split_validation, seeded): checkpoint selection
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> GPTTrainConfig:
@@ -247,13 +249,14 @@ def train_vqvae(
     reconstruction error), ``vqvae_loss.png``, ``vqvae_codebook.png`` and ``checkpoints/``.
     """
     from ..data.hub import dataset_stats, load_express4d
+    from ..data.splits import hold_out_validation
     from ..data.torch import MotionDataset
 
     config = config or VQVAETrainConfig.preset("tiny")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    splits = load_express4d(data, progress=progress)
+    splits = hold_out_validation(load_express4d(data, progress=progress), config.validation_holdout, config.seed)
     stats = dataset_stats(data)
     clips = MotionDataset(splits["train"], stats, train=True, fps=TRAIN_FPS, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES,
                           max_leading_offset=config.max_leading_offset, mirror_prob=config.mirror_prob, seed=config.seed)  # fmt: skip
@@ -263,6 +266,7 @@ def train_vqvae(
 
     if config.window_frames < 4 or config.window_frames % 4:
         raise ValueError(f"window_frames must be a positive multiple of 4, got {config.window_frames}")
+    seed_everything(config.seed)  # the initial weights follow the seed, not what ran before in this process
     model = config.build_model()
     logger.info("vqvae: %d training clips, %.2f M parameters, %d codes x %d", len(clips),
                 sum(p.numel() for p in model.parameters()) / 1e6, model.config.num_codes, model.config.code_dim)  # fmt: skip
@@ -647,6 +651,7 @@ def train_t2m_gpt(
         The trained pipeline (EMA weights of the GPT), on the CPU.
     """
     from ..data.hub import dataset_stats, load_express4d
+    from ..data.splits import hold_out_validation
     from ..data.torch import MotionDataset
     from ..models.text import DEFAULT_TEXT_ENCODER, load_text_encoder, text_hidden_size, text_token_size
 
@@ -655,7 +660,7 @@ def train_t2m_gpt(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    splits = load_express4d(data, progress=progress)
+    splits = hold_out_validation(load_express4d(data, progress=progress), gpt_config.validation_holdout, gpt_config.seed)
     stats = dataset_stats(data)
 
     # stage 1: the tokenizer
@@ -690,6 +695,7 @@ def train_t2m_gpt(
     num_train_captions = len(caption_set)
     if "test" in tokens:  # for the held-out loss only
         caption_set |= {clip[0] for clip in tokens["test"].captions}
+    seed_everything(gpt_config.seed)  # the initial weights follow the seed, not what ran before in this process
     gpt = gpt_config.build_model(vqvae.config.num_codes, text_hidden_size(encoder), text_token_size(encoder))
     captions = CaptionTable(cached_caption_embeddings(caption_set, tokenizer, encoder, out_dir / CAPTIONS_NAME, progress,
                                                       with_tokens=gpt.uses_text_tokens))  # fmt: skip
