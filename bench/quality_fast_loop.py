@@ -5,7 +5,8 @@ loop's mean R@3 and FID fall inside the range the eager loop's seeds span."
 
 * one evaluator is trained (or ``--evaluator DIR`` reused): ``training.evaluator.train_evaluator``;
 * MDM is trained with seeds 0, 1, 2 on the **eager** loop (fp32, no CUDA graph, no compile) and on the **fast**
-  loop (the defaults on CUDA: bf16 autocast and the whole step replayed as one CUDA graph), with
+  loop (the defaults on CUDA: bf16 autocast, the whole step replayed as one CUDA graph, and in the paper preset
+  the model ``torch.compile``d at static shapes), with
   ``training.mdm.train_mdm`` and the preset's recipe otherwise unchanged (steps, batch, schedule, EMA);
 * the trainings run as ``--concurrent`` processes at once on the one GPU (each with its own seed);
 * each of the six models is scored with the benchmark's protocol (``evaluation.scoring.score_pipeline``: the
@@ -15,7 +16,7 @@ loop's mean R@3 and FID fall inside the range the eager loop's seeds span."
   eager seeds' range shaded) go to ``--out``; the trained models stay in ``--work``.
 
 Time. On an H200 the eager fp32 MDM step (batch 64 x 196 frames) takes about 46 ms with the GPU ~93% busy
-(docs/results/bench-training-h200), so six concurrent trainings share the GPU rather than overlap: 15,000 steps
+(docs/results/bench-training-h200; the fast one 9.9 ms), so six concurrent trainings share the GPU rather than overlap: 15,000 steps
 (the shortened schedule) would need about 40 minutes. With no ``--steps`` the script starts from the shortened
 schedule and caps it so that the whole run fits ``--budget-min`` (estimate printed first); ``--steps N`` is never
 capped. A run stops itself cleanly after ``--stop-after-min`` minutes (trainings checkpoint, scores are kept) and
@@ -44,8 +45,8 @@ LOOPS = ("eager", "fast")
 SHORTENED_STEPS = {"paper": 15_000, "tiny": 1500}  # docs/results/paper-h200-shortened-2026-12-02 (MDM); tiny: its preset
 EVALUATOR_STEPS = {"paper": 10_000, "tiny": 600}  # the shortened run's evaluator (10k movement + 10k contrastive)
 # H200, paper presets, one process alone (docs/results/bench-training-h200): ms per step and GPU busy share
-H200 = {"eager": (46.4, 0.93), "fast": (12.7, 0.91), "movement": (1.74, 0.54), "contrastive": (4.58, 0.76)}
-OVERHEAD_S = 100.0  # process start, data, text embeddings (measured runs: 60-90 s)
+H200 = {"eager": (45.7, 0.93), "fast": (9.87, 0.90), "movement": (1.35, 0.61), "contrastive": (4.02, 0.84)}  # fast: + compile
+OVERHEAD_S = 120.0  # process start, data, text embeddings (measured runs: 60-90 s), compiling the fast step (~25 s)
 SCORE_S = 15.0  # one model: 3 replications of the test split with the fast sampler on an H200
 STOP = {"now": False}  # set by SIGTERM
 CONTENTION = 1.1  # concurrent processes time-slice the GPU: a little worse than the sum of their busy time
@@ -101,8 +102,8 @@ def job_configs(preset: str, steps: int, evaluator_steps: int, seeds: list[int],
                 config = replace(config, warmup_steps=min(config.warmup_steps, max(1, steps // 10)), checkpoint_every=steps)
             if loop == "eager":  # the plain loop: fp32, no CUDA graph, no compile
                 config = replace(config, mixed_precision="no", cuda_graph=False, compile=False)
-            else:  # the defaults: bf16 on a GPU, the whole step as one CUDA graph
-                config = replace(config, mixed_precision=None, cuda_graph=True, compile=False)
+            else:  # the defaults: bf16 on a GPU, the whole step as one CUDA graph, compiled where the preset says so
+                config = replace(config, mixed_precision=None, cuda_graph=True)
             jobs[f"mdm_{loop}_seed{seed}"] = config
     return jobs
 
@@ -272,7 +273,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     lines = [
         f"# Eager vs fast training loop: MDM ({report['preset']} preset, {report['steps']} steps)", "",
         f"GPU: {report['hardware']}; {', '.join(f'{k} {v}' for k, v in report['versions'].items())}; seeds {seeds}.", "",
-        "| Loop | Seed | R@1 ↑ | R@3 ↑ | FID ↓ | MM-Dist ↓ | Diversity → | train s | loop ms/step | precision, graph |",
+        "| Loop | Seed | R@1 ↑ | R@3 ↑ | FID ↓ | MM-Dist ↓ | Diversity → | train s | loop ms/step | precision, step |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name, entry in report["models"].items():
@@ -282,7 +283,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
         ms = 1000 * entry["loop_seconds"] / max(1, entry["steps"]) if entry.get("loop_seconds") else float("nan")
         lines.append(f"| {entry['loop']} | {entry['seed']} | {cell('r_precision_top1')} | {cell('r_precision_top3')} | {cell('fid')} | "
                      f"{cell('mm_dist')} | {cell('diversity')} | {entry.get('train_seconds', float('nan')):.0f} | {ms:.1f} | "
-                     f"{ex.get('mixed_precision')}, {'graph' if ex.get('cuda_graph') else 'eager'} |")  # fmt: skip
+                     f"{ex.get('mixed_precision')}, {'graph' if ex.get('cuda_graph') else 'eager'}{' + compile' if ex.get('compile') else ''} |")  # fmt: skip
     lines.append("")
     for metric, title in (("r_precision_top3", "R@3"), ("fid", "FID")):
         s = summary[metric]
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = started + 60 * stop_after if stop_after else None
     estimate = estimate_s(steps, **kwargs)
     print(f"plan: evaluator {'reused from ' + args.evaluator if args.evaluator else f'{evaluator_steps} steps'}; MDM {preset}, "
-          f"{steps} steps, seeds {seeds}, eager (fp32, no graph) and fast ({'bf16 + CUDA graph' if cuda else 'the CPU defaults'}); "
+          f"{steps} steps, seeds {seeds}, eager (fp32, no graph) and fast ({'the defaults: bf16 + CUDA graph' + (' + compile' if preset == 'paper' else '') if cuda or preset == 'paper' else 'the CPU defaults'}); "
           f"{concurrent} at once; {replications} replications on {'the whole test split' if max_test_clips is None else f'{max_test_clips} test clips'}",
           flush=True)  # fmt: skip
     if cuda or preset == "paper":
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = {"loop": loop, "seed": int(seed.removeprefix("seed")), **scored["scores"][name], "steps": meta.get("steps"),
                         "train_seconds": meta.get("train_seconds"), "loop_seconds": meta.get("loop_seconds_all_runs"),
                         "samples_per_s": meta.get("samples_per_s"), "execution": meta.get("execution")}  # fmt: skip
-        if loop == "fast" and cuda and not (meta["execution"].get("cuda_graph") and meta["execution"].get("mixed_precision") == "bf16"):
+        if loop == "fast" and cuda and not (meta["execution"].get("cuda_graph") and meta["execution"].get("mixed_precision") == "bf16"):  # noqa: E501
             print(f"warning: {name} did not run bf16 + CUDA graph: {meta['execution']}", flush=True)
     meta = run_metadata({"preset": preset, "steps": steps, "seeds": seeds})
     report = {
