@@ -202,6 +202,8 @@ def plot_validation(records: dict[str, dict[str, Any]], path: str | Path, titles
         twin = ax.twinx()
         twin.plot(steps, [p[TIEBREAK] for p in curve], color="tab:red", marker="s", linestyle="--", label="FID")
         twin.set_ylabel("validation FID", color="tab:red")
+        for axis in (ax, twin):
+            axis.ticklabel_format(axis="y", useOffset=False)
         ax.axvline(record["selected_step"], color="k", alpha=0.4, linestyle=":")
         flag = " (overfits)" if record["overfit"] else ""
         ax.set_title(f"{(titles or {}).get(name, name)}: step {record['selected_step']}{flag}", fontsize=9)
