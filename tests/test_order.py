@@ -124,6 +124,60 @@ def test_order_switch_is_saved_in_the_config(tmp_path):
     assert not MDMDenoiser.from_preset("tiny").uses_text_tokens
 
 
+def test_text_attention_is_saved_and_old_order_aware_configs_load_as_joint(tmp_path):
+    """New presets attend to the text in a softmax of their own ("separate"); a folder saved before the field
+    existed (no ``text_attention`` in config.json) loads with the joint softmax it was trained with."""
+    import json
+
+    assert MDMDenoiser.from_preset("tiny_order").config.text_attention == "separate"
+    assert MDMDenoiser.from_preset("paper_order", num_layers=1).config.text_attention == "separate"
+    x, t = torch.randn(2, 30, 61), torch.tensor([10, 500])
+    frames = torch.arange(30)[None] < torch.tensor([[30], [24]])
+    text = dict(encoder_token_states=torch.randn(2, 7, 384), encoder_attention_mask=torch.tensor([[True] * 7, [True] * 4 + [False] * 3]))
+    outputs = {}
+    for mode in ("joint", "separate"):
+        torch.manual_seed(0)
+        model = MDMDenoiser.from_preset("tiny_order", text_attention=mode, **TINY_MDM).eval()
+        model.save_pretrained(tmp_path / mode)
+        loaded = MDMDenoiser.from_pretrained(tmp_path / mode).eval()
+        assert loaded.config.text_attention == mode
+        outputs[mode] = model(x, t, torch.randn(2, 384).zero_(), frame_mask=frames, **text)
+        torch.testing.assert_close(loaded(x, t, torch.zeros(2, 384), frame_mask=frames, **text), outputs[mode])
+    assert not torch.allclose(outputs["joint"], outputs["separate"], atol=1e-4)  # same weights, other attention
+    config_path = tmp_path / "joint" / "config.json"
+    config = json.loads(config_path.read_text())
+    for field in ("text_attention", "pooled_condition"):  # what a folder saved before these fields holds
+        config.pop(field)
+    config_path.write_text(json.dumps(config))
+    old = MDMDenoiser.from_pretrained(tmp_path / "joint").eval()
+    assert old.config.text_attention == "joint" and old.config.pooled_condition
+    torch.testing.assert_close(old(x, t, torch.zeros(2, 384), frame_mask=frames, **text), outputs["joint"])
+    with pytest.raises(ValueError, match="text_attention"):
+        MDMDenoiser(text_conditioning="tokens", text_attention="sideways")
+
+
+@pytest.mark.parametrize("overrides", [dict(text_attention="cross"), dict(text_attention="joint"), dict(pooled_condition=False)])
+def test_other_text_attention_modes_mask_padding_and_drop_the_text(overrides):
+    torch.manual_seed(0)
+    model = MDMDenoiser.from_preset("tiny_order", **TINY_MDM, **overrides).eval()
+    x, t, pooled = torch.randn(2, 20, 61), torch.tensor([10, 500]), torch.randn(2, 384)
+    states, mask = torch.randn(2, 6, 384), torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    out = model(x, t, pooled, encoder_token_states=states, encoder_attention_mask=mask)
+    garbage = states.clone()
+    garbage[1, 3:] = 50.0
+    torch.testing.assert_close(model(x, t, pooled, encoder_token_states=garbage, encoder_attention_mask=mask), out)
+    assert not torch.allclose(model(x, t, pooled, encoder_token_states=states.flip(1)), out, atol=1e-4)
+    drop = torch.tensor([True, True])
+    dropped = model(x, t, pooled, cond_drop_mask=drop, encoder_token_states=states, encoder_attention_mask=mask)
+    other = model(x, t, torch.randn(2, 384), cond_drop_mask=drop, encoder_token_states=torch.randn(2, 2, 384))
+    torch.testing.assert_close(dropped, other)
+    assert torch.isfinite(dropped).all()
+    if overrides.get("pooled_condition") is False:
+        assert model.text_proj is None
+        with pytest.raises(ValueError, match="pooled_condition"):
+            MDMDenoiser(pooled_condition=False)
+
+
 def make_mdm_pipe(text_encoder, preset="tiny_order"):
     torch.manual_seed(0)
     tokenizer, encoder = text_encoder

@@ -590,8 +590,13 @@ def _train_order_stages(config, data_dir, fingerprint, mdm_dir, t2m_dir, pooled_
     if "mdm-order" in config.models:
         from ..training.mdm import MDMTrainConfig, train_mdm
 
+        from ..models.mdm import MDM_PRESETS
+
         mdm_cfg = _selectable(config, MDMTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "mdm")))
-        seconds["train_mdm_order_s"] = _run_stage("mdm_order", mdm_dir, asdict(mdm_cfg), fingerprint,
+        # The preset's architecture is part of the stage's identity: a folder trained before the order-aware
+        # preset changed (text_attention) is retrained, not reused under the same preset name.
+        stage_config = {**asdict(mdm_cfg), "denoiser": dict(MDM_PRESETS[model_preset])}
+        seconds["train_mdm_order_s"] = _run_stage("mdm_order", mdm_dir, stage_config, fingerprint,
             lambda: train_mdm(data_dir, mdm_dir, mdm_cfg, progress=progress, resume=resume), resume)  # fmt: skip
     if "t2m-gpt-order" in config.models:
         from ..training.t2m_gpt import VQVAE_STAGE_DIR, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
