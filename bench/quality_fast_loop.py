@@ -151,6 +151,18 @@ def _job_process(name: str, config: Any, data_dir: str, folder: str, gpu: int | 
         sys.exit(3)
 
 
+def _last_step(folder: Path) -> int | None:
+    """The last logged step of a training folder (its ``*_losses.jsonl``), for progress lines."""
+    steps = []
+    for log in list(folder.glob("*_losses.jsonl")) + list(folder.glob("checkpoints/*/*_losses.jsonl")):
+        try:
+            lines = log.read_text().splitlines()
+            steps.append((log.stat().st_mtime, json.loads(lines[-1])["step"]))
+        except (OSError, IndexError, KeyError, json.JSONDecodeError):
+            continue
+    return max(steps)[1] if steps else None
+
+
 def run_jobs(jobs: dict[str, Any], data_dir: Path, work: Path, concurrent: int, deadline: float | None, gpus: int = 1) -> bool:
     """Run the unfinished jobs, ``concurrent`` at a time (processes; in this process when 1). True when all finished;
     False when the deadline stopped them (each saved a checkpoint; the same command resumes)."""
@@ -174,8 +186,12 @@ def run_jobs(jobs: dict[str, Any], data_dir: Path, work: Path, concurrent: int, 
     failed: list[str] = []
     stopped = False
     order = sorted(todo, key=lambda item: (item[0] != "evaluator", "eager" not in item[0]))  # the longest first
-    started = 0
+    started, last_report, t0 = 0, time.time(), time.time()
     while order or running:
+        if time.time() - last_report > 60:  # a progress line a minute: the children log nothing
+            last_report = time.time()
+            parts = [f"{name} {_last_step(work / name) or 0}/{jobs[name].max_steps}" for name in running]
+            print(f"[{(time.time() - t0) / 60:.1f} min] " + ", ".join(parts), flush=True)
         while order and len(running) < concurrent and not stopped:
             name, config = order.pop(0)
             gpu = started % gpus if gpus > 1 else None
@@ -292,7 +308,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     p = report["protocol"]
     lines += ["", f"**Verdict: {summary['verdict']}** (the fast loop's mean R@3 and FID inside the eager seeds' range).", "",
               f"Protocol: {p['clips']} test clips, {p['replications']} replications (mean ± 95% interval), sampling "
-              f"{p['sampling']}, evaluator `{p['evaluator']}` (trained once, {report['evaluator_steps']} steps). "
+              f"{p['sampling']}, evaluator `{p['evaluator']}` ({report['evaluator_steps']}). "
               f"{report.get('steps_note', '')}", ""]  # fmt: skip
     atomic_write_text(out / "quality_fast_loop.md", "\n".join(lines))
     plot(out / "quality_fast_loop.png", report)
@@ -443,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = run_metadata({"preset": preset, "steps": steps, "seeds": seeds})
     report = {
         "preset": preset, "steps": steps, "shortened_schedule_steps": shortened, "steps_note": steps_note, "seeds": seeds,
-        "evaluator_steps": evaluator_steps if args.evaluator is None else f"reused {args.evaluator}",
+        "evaluator_steps": f"trained once here, {evaluator_steps} steps" if args.evaluator is None else f"reused from {args.evaluator}",
         "hardware": meta["hardware"], "versions": meta["versions"], "created": meta["created"], "concurrent": concurrent,
         "estimate_s": round(estimate, 1), "wall_s_this_invocation": round(time.time() - started, 1),
         "protocol": scored["protocol"], "models": models, "summary": summarize(scored["scores"], seeds),
