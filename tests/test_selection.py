@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
+import torch
 
 from express4d_hf.apps.benchmark import BenchmarkConfig, run_benchmark
 from express4d_hf.data.hub import build_dataset, load_express4d
@@ -67,10 +67,26 @@ def test_benchmark_selects_checkpoints_on_validation_clips_only(dataset, tmp_pat
     test_row = next(r for r in report["rows"] if r["model"] == "mdm_fast")
     assert test_row["info"]["num_clips"] == 32 and test_row["selected_step"] == record["selected_step"]
 
-    # The last kept weights are what the trainer saved (EMA); validation.png and the notes exist.
+    # The last kept weights are the trainer's final EMA weights; the folder holds the selected step's weights
+    # ("keep the best"; selection.json says which); validation.png and the notes exist.
     from safetensors.torch import load_file
 
-    kept, saved = load_file(out / "mdm" / "weights" / "step_4.safetensors"), load_file(out / "mdm" / "denoiser" / "diffusion_pytorch_model.safetensors")
-    assert kept.keys() == saved.keys() and all(np.allclose(kept[k].numpy(), saved[k].numpy()) for k in kept)
+    from express4d_hf.evaluation.selection import keep_selected
+    from express4d_hf.pipelines.mdm import Express4DMDMPipeline
+
+    def same(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    kept = {s: load_file(out / "mdm" / "weights" / f"step_{s}.safetensors") for s in (2, 4)}
+    assert same(kept[4], load_file(out / "mdm" / "checkpoints" / "step_4" / "ema.safetensors"))
+    assert not same(kept[2], kept[4])
+    held = load_file(out / "mdm" / "denoiser" / "diffusion_pytorch_model.safetensors")
+    assert same(held, kept[record["selected_step"]])
+    assert json.loads((out / "mdm" / "selection.json").read_text())["selected_step"] == record["selected_step"]
     assert (out / "validation.png").stat().st_size > 5_000
     assert f"step {record['selected_step']} of [2, 4]" in (out / "results.md").read_text()
+
+    for step in (2, 4):  # either choice lands in the folder and loads
+        keep_selected(out / "mdm", {**record, "selected_step": step})
+        loaded = Express4DMDMPipeline.from_pretrained(out / "mdm").denoiser.state_dict()
+        assert same({k: loaded[k] for k in kept[step]}, kept[step])

@@ -709,13 +709,14 @@ def _select(name: str, pipe: Any, folder: Path, evaluator, clips, sampling, conf
             progress: bool) -> dict[str, Any]:  # fmt: skip
     """Checkpoint selection of one generator on the validation clips (``evaluation.selection``); the chosen
     weights stay loaded in ``pipe``."""
-    from ..evaluation.selection import select_checkpoint
+    from ..evaluation.selection import keep_selected, select_checkpoint
 
     logger.info("[selection] %s: scoring its kept checkpoints on %d validation clips", ROW_TITLES[name], len(clips))
     t0 = time.perf_counter()
     record = select_checkpoint(pipe, folder, evaluator, clips, sampling, replications=config.selection_replications,
                                seed=config.seed, cache_dir=folder / "validation", progress=progress)  # fmt: skip
     record["seconds"] = round(time.perf_counter() - t0, 1)
+    keep_selected(folder, record)  # the folder now holds the selected weights: `express4d evaluate` on it agrees
     logger.info("[selection] %s: step %d of %s; %s", ROW_TITLES[name], record["selected_step"], record["steps"], record["note"])
     return record
 

@@ -33,8 +33,8 @@ from .scoring import Sampling, score_pipeline, test_subset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CRITERION", "choose_checkpoint", "load_weights", "plot_validation", "saved_weights", "select_checkpoint",
-           "validation_clips"]  # fmt: skip
+__all__ = ["CRITERION", "choose_checkpoint", "keep_selected", "load_weights", "plot_validation", "saved_weights",
+           "select_checkpoint", "validation_clips"]  # fmt: skip
 
 METRIC, TIEBREAK = "r_precision_top3", "fid"
 CRITERION = ("highest mean validation R-Precision top-3; steps within the best step's 95% interval of it count as "
@@ -179,6 +179,33 @@ def select_checkpoint(
         "validation": {"clips": len(ids), "clip_ids": ids},
         "curve": [{"step": s, **_summary(scores[s])} for s in sorted(scores)],
     }  # fmt: skip
+
+
+def keep_selected(folder: str | Path, record: dict[str, Any]) -> Path:
+    """Make the pipeline folder hold the selected weights (what "keep the best" means): the network's safetensors
+    file (``denoiser/`` or ``transformer/``) is replaced, atomically, by the kept weights of the selected step, and
+    ``selection.json`` says so. Every step's weights stay in ``weights/`` (the trainer's own output is the last
+    one's), so choosing again (another evaluator, more replications) can only ever land on a kept step.
+    Returns the replaced file."""
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    step = record["selected_step"]
+    target = None
+    for component in ("denoiser", "transformer"):
+        found = sorted((folder / component).glob("*.safetensors"))
+        if len(found) == 1:
+            target = found[0]
+            break
+    if target is None:
+        raise FileNotFoundError(f"{folder}: no denoiser/ or transformer/ safetensors file to keep the selected weights in")
+    summary = {k: record[k] for k in ("selected_step", "last_step", "best_step", "steps", "criterion", "overfit", "note")}
+    state = load_file(str(dict(saved_weights(folder))[step]))
+    with atomic_path(target) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "step": str(step), "selected_on": "validation"})
+    atomic_write_text(folder / "selection.json", json.dumps({**summary, "weights_file": str(target.relative_to(folder)),
+                      "holds": f"the weights of step {step}"}, indent=2) + "\n")  # fmt: skip
+    return target
 
 
 def plot_validation(records: dict[str, dict[str, Any]], path: str | Path, titles: dict[str, str] | None = None) -> None:
