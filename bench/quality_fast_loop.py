@@ -404,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{steps} steps, seeds {seeds}, eager (fp32, no graph) and fast ({'the defaults: bf16 + CUDA graph' + (' + compile' if preset == 'paper' else '') if cuda or preset == 'paper' else 'the CPU defaults'}); "
           f"{concurrent} at once; {replications} replications on {'the whole test split' if max_test_clips is None else f'{max_test_clips} test clips'}",
           flush=True)  # fmt: skip
-    if cuda or preset == "paper":
+    if preset == "tiny" and cuda:
+        print("estimated time on one H200: about 2.5 min (measured: 143 s, docs/results/quality-fast-loop-h200-tiny)", flush=True)
+    if preset == "paper":
         print(f"estimated time on {'one H200' if args.gpus == 1 else f'{args.gpus} H200s'}: {estimate / 60:.1f} min for {steps} "
               f"steps (the shortened schedule's {shortened} steps: {estimate_s(shortened, **kwargs) / 60:.1f} min)"
               + (f"; this invocation stops itself cleanly after {stop_after:g} min if unfinished (run the same command "
