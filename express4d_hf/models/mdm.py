@@ -111,22 +111,28 @@ class MDMBlock(nn.Module):
         batch = memory.shape[0]
         return self.memory_kv(memory).view(batch, memory.shape[1], 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
 
-    def _text_attention(self, q: torch.Tensor, memory: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """``q [B, heads, N, d]`` attending to the text keys alone (a softmax of their own); zero for a row whose
-        text is fully masked (classifier-free guidance's unconditional branch)."""
+    @staticmethod
+    def text_masks(text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(attn_mask [B, 1, 1, M], gate [B, 1, 1, 1])`` of the text keys for ``"separate"`` / ``"cross"``
+        (computed once per forward, shared by the layers). A row whose text is fully masked (classifier-free
+        guidance's unconditional branch) would give NaN: it attends anywhere and its result is gated to zero."""
+        any_text = text_mask.any(-1)
+        return (text_mask | ~any_text[:, None])[:, None, None, :], any_text[:, None, None, None]
+
+    def _text_attention(self, q: torch.Tensor, memory: torch.Tensor, text_masks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``q [B, heads, N, d]`` attending to the text keys alone (a softmax of their own)."""
         mk, mv = self._memory_kv(memory)
-        any_text = text_mask.any(-1)  # [B]
-        safe = text_mask | ~any_text[:, None]  # a fully masked row would give NaN: attend anywhere, zeroed below
+        attn_mask, gate = text_masks
         attended = F.scaled_dot_product_attention(
-            q, mk, mv, attn_mask=safe[:, None, None, :], dropout_p=self.attention_dropout if self.training else 0.0
+            q, mk, mv, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
-        return attended * any_text[:, None, None, None].to(attended.dtype)
+        return attended * gate.to(attended.dtype)
 
     def _attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None, memory: torch.Tensor | None = None,
-                   text_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+                   text_masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """``memory [B, M, H]``: (normalised) text token states. ``"joint"``: placed before the sequence's keys
         (``attn_mask`` covers ``M + length`` keys then); ``"separate"``: attended in a softmax of their own
-        (``attn_mask`` covers the sequence, ``text_mask [B, M]`` the text) and added."""
+        (``attn_mask`` covers the sequence, ``text_masks`` (:meth:`text_masks`) the text) and added."""
         batch, length, width = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         if memory is not None and self.text_attention == "joint":
@@ -136,33 +142,33 @@ class MDMBlock(nn.Module):
             q, k, v, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
         if memory is not None and self.text_attention == "separate":
-            attended = attended + self._text_attention(q, memory, text_mask)
+            attended = attended + self._text_attention(q, memory, text_masks)
         return self.dropout(self.attn_out(attended.transpose(1, 2).reshape(batch, length, width)))
 
-    def _cross_attention(self, x: torch.Tensor, memory: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def _cross_attention(self, x: torch.Tensor, memory: torch.Tensor, text_masks) -> torch.Tensor:
         batch, length, width = x.shape
         q = self.cross_q(x).view(batch, length, self.num_heads, -1).transpose(1, 2)
-        attended = self._text_attention(q, memory, text_mask)
+        attended = self._text_attention(q, memory, text_masks)
         return self.dropout(self.cross_out(attended.transpose(1, 2).reshape(batch, length, width)))
 
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.ff_out(self.dropout(self.activation(self.ff_in(x)))))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, memory: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """``memory [B, M, H]``: text token states (order-aware variant); ``text_mask [B, M]`` which of them to
-        attend to (``"separate"`` and ``"cross"``; ``"joint"`` has them in ``attn_mask``)."""
+                text_masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+        """``memory [B, M, H]``: text token states (order-aware variant); ``text_masks``: :meth:`text_masks` of
+        their padding mask (``"separate"`` and ``"cross"``; ``"joint"`` has them in ``attn_mask``)."""
         if memory is not None:
             memory = self.norm_memory(memory)
         cross = memory is not None and self.text_attention == "cross"
         if self.norm_first:
-            x = x + self._attention(self.norm1(x), attn_mask, memory, text_mask)
+            x = x + self._attention(self.norm1(x), attn_mask, memory, text_masks)
             if cross:
-                x = x + self._cross_attention(self.norm_cross(x), memory, text_mask)
+                x = x + self._cross_attention(self.norm_cross(x), memory, text_masks)
             return x + self._feed_forward(self.norm2(x))
-        x = self.norm1(x + self._attention(x, attn_mask, memory, text_mask))
+        x = self.norm1(x + self._attention(x, attn_mask, memory, text_masks))
         if cross:
-            x = self.norm_cross(x + self._cross_attention(x, memory, text_mask))
+            x = self.norm_cross(x + self._cross_attention(x, memory, text_masks))
         return self.norm2(x + self._feed_forward(x))
 
 
@@ -376,10 +382,13 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
             if memory_keep is not None and self.config.text_attention == "joint":  # text keys come first
                 keep = torch.cat([memory_keep, keep], 1)
             attn_mask = keep[:, None, None, :]
+        text_masks = None
         if memory is not None:
             memory = memory.to(tokens.dtype)
+            if self.config.text_attention != "joint":
+                text_masks = MDMBlock.text_masks(memory_keep)
         for layer in self.layers:
-            tokens = layer(tokens, attn_mask, memory, memory_keep)
+            tokens = layer(tokens, attn_mask, memory, text_masks)
         hidden = self.final_norm(tokens)
         output = self.output_proj(hidden[:, 1:]).reshape(batch, num_tokens * pack, channels)
         if self.output_smoother is not None:
