@@ -283,6 +283,26 @@ def test_fingerprint_follows_weights_and_config():
     assert evaluator_fingerprint(object()) == "unidentified"
 
 
+def test_fingerprint_is_the_same_wherever_a_saved_model_is_loaded_from(tmp_path):
+    """diffusers records the load path (``_name_or_path``) and its version in ``config``: not part of the identity."""
+    import shutil
+
+    import torch
+
+    from express4d_hf.models.mdm import MDMDenoiser
+
+    torch.manual_seed(0)
+    model = MDMDenoiser.from_preset("tiny")
+    model.save_pretrained(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b")
+    first, second = MDMDenoiser.from_pretrained(tmp_path / "a"), MDMDenoiser.from_pretrained(tmp_path / "elsewhere" / "b")
+    assert first.config._name_or_path != second.config._name_or_path
+    assert evaluator_fingerprint(first) == evaluator_fingerprint(second) == evaluator_fingerprint(model)
+    with torch.no_grad():
+        next(second.parameters()).view(-1)[0] += 1e-3
+    assert evaluator_fingerprint(second) != evaluator_fingerprint(first)
+
+
 def test_release_pos_tokens_reach_an_evaluator_that_reads_them(setup):
     """The official GloVe + POS text branch needs each caption's word/POS tokens from the release."""
     test, _, _ = setup

@@ -148,6 +148,9 @@ def evaluator_fingerprint(evaluator: Any) -> str:
 
     An evaluator may define ``fingerprint()`` itself; otherwise its ``state_dict()`` tensors (names, dtypes,
     shapes, bytes) and its ``config`` (JSON) are hashed. Objects with neither are ``"unidentified"``.
+    Config keys starting with ``_`` are diffusers' bookkeeping, not the model: ``_name_or_path`` (where it was
+    loaded from), ``_diffusers_version``, ``_class_name``, ``_use_default_values``; they are left out, so the
+    same evaluator has the same fingerprint wherever it is loaded from and whichever library version saved it.
     """
     own = getattr(evaluator, "fingerprint", None)
     if callable(own):
@@ -160,7 +163,8 @@ def evaluator_fingerprint(evaluator: Any) -> str:
     digest = hashlib.sha256()
     config = getattr(evaluator, "config", None)
     digest.update(type(evaluator).__name__.encode())
-    digest.update(json.dumps(dict(config) if config is not None else {}, sort_keys=True, default=str).encode())
+    fields = {k: v for k, v in dict(config).items() if not str(k).startswith("_")} if config is not None else {}
+    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
     for name, tensor in sorted(state().items()):
         array = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{array.dtype}|{tuple(array.shape)}".encode())
