@@ -37,6 +37,16 @@ def text_encoder():
     return load_text_encoder()
 
 
+@pytest.fixture
+def cuda_text_encoder(text_encoder):
+    """``text_encoder`` with a private copy of the model, for tests that move a pipeline to the GPU: ``pipe.to``
+    moves its components in place, and the shared session encoder must stay on the CPU for every later test."""
+    import copy
+
+    tokenizer, encoder = text_encoder
+    return tokenizer, copy.deepcopy(encoder)
+
+
 @pytest.fixture(scope="session")
 def random_stats():
     """Plausible normalisation statistics for tiny pipelines (seeded)."""

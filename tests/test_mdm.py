@@ -344,8 +344,8 @@ def test_fast_sampling_on_cpu_keeps_float32_and_results(text_encoder):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("name", ["ddim", "dpmsolver++", "sde-dpmsolver++"])
-def test_cuda_graph_replay_matches_the_eager_loop(text_encoder, name):
-    pipe = make_pipe(text_encoder).to("cuda")
+def test_cuda_graph_replay_matches_the_eager_loop(cuda_text_encoder, name):
+    pipe = make_pipe(cuda_text_encoder).to("cuda")
     pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
     kwargs = dict(num_frames=[60, 33], num_inference_steps=8, output_type="pt")
     eager = pipe(PROMPTS, generator=[gen(0), gen(1)], **kwargs).motions
@@ -510,8 +510,8 @@ def test_fixed_length_tokens_give_the_same_text_embeddings(text_encoder):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_recorded_text_encoder_matches_the_eager_one(text_encoder):
-    pipe = make_pipe(text_encoder).to("cuda")
+def test_recorded_text_encoder_matches_the_eager_one(cuda_text_encoder):
+    pipe = make_pipe(cuda_text_encoder).to("cuda")
     prompts = ["A person blinks", "A person is smiling widely and then frowning"]
     eager = pipe.encode_text(prompts)
     pipe.enable_fast_sampling(dtype=torch.float32)

@@ -219,8 +219,8 @@ def test_fast_sampling_on_cpu_keeps_the_order_aware_results(text_encoder):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graph_replay_carries_token_states(text_encoder):
-    pipe = make_mdm_pipe(text_encoder).to("cuda")
+def test_cuda_graph_replay_carries_token_states(cuda_text_encoder):
+    pipe = make_mdm_pipe(cuda_text_encoder).to("cuda")
     kwargs = dict(num_frames=[60, 33], num_inference_steps=8, output_type="pt")
     eager = pipe(PROMPTS, generator=gens(0, 1), **kwargs).motions
     pipe.enable_fast_sampling(dtype=torch.float32)
