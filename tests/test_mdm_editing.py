@@ -258,11 +258,14 @@ def test_composed_timeline_length_and_seams(trained):
     assert len(motion.metadata["seams"]) == 5
     report = seam_step_report(motion.values, motion.values, motion.metadata["seams"], width=SEAM_WIDTH)
     assert report["ratio"] <= SEAM_BOUND, report
-    # Each instruction is performed in its own part of the timeline.
+    # Each instruction is performed in its own part of the timeline. The toy clips are 3 s long, so in the 6 s jaw
+    # segment (10-16 s) the jaw opens once, not throughout: that segment is judged as a whole (judged on 11.5-15 s
+    # alone, the margin depended on where the model put the performance: 0.13 here, 0.06 with an fp16 copy of the
+    # text encoder, as on the GPU host).
     smile = [CHANNEL_INDEX[c] for c in TOY_TARGETS["smile"]]
     jaw = [CHANNEL_INDEX[c] for c in TOY_TARGETS["jaw"]]
-    assert motion.values[20:50, smile].mean() > motion.values[230:300, smile].mean() + 0.1
-    assert motion.values[230:300, jaw].mean() > motion.values[20:50, jaw].mean() + 0.1
+    assert motion.values[20:50, smile].mean() > motion.values[200:320, smile].mean() + 0.1
+    assert motion.values[200:320, jaw].mean() > motion.values[20:50, jaw].mean() + 0.1
     long = trained.compose([(TOY_PROMPTS["smile"], 12.0)], num_inference_steps=4, generator=gen(1))  # past the window
     assert long.num_frames == 240 and len(long.metadata["seams"]) == 1
 
