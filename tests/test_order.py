@@ -3,8 +3,6 @@ variants, the order-swapped control and the order probe. Tiny configs only."""
 
 from __future__ import annotations
 
-
-
 import numpy as np
 import pytest
 import torch
@@ -26,23 +24,15 @@ from express4d_hf.models.mdm import MDMDenoiser
 from express4d_hf.models.t2m_gpt import MotionVQVAE, T2MGPT
 from express4d_hf.pipelines.mdm import Express4DMDMPipeline, make_scheduler
 from express4d_hf.pipelines.t2m_gpt import Express4DT2MGPTPipeline
-from express4d_hf.models.text import TextEncoding, encode_prompts, load_text_encoder
+from express4d_hf.models.text import TextEncoding, encode_prompts
 
 TINY_MDM = dict(num_layers=2, hidden_size=64, ff_size=128, num_heads=4)
 PROMPTS = ["A person is smiling softly", "A person is blinking twice and then frowning"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    return load_text_encoder()
+def _one_thread(one_thread):
+    """Every test of this file runs its tiny models on one thread."""
 
 
 def gens(*seeds):

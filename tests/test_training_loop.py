@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 
-
 import numpy as np
 import pytest
 import torch
@@ -29,11 +28,8 @@ SMALL = dict(num_layers=1, hidden_size=32, ff_size=64, num_heads=2, dropout=0.1,
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this file runs its tiny models on one thread."""
 
 
 @pytest.fixture(scope="module")
