@@ -191,13 +191,19 @@ def test_batches_and_one_source_per_prompt(random_pipe, source):
     np.testing.assert_allclose(alone.values, out[3].values, atol=1e-4)  # an edit does not depend on its batch
 
 
-def test_edits_with_the_order_aware_denoiser(text_encoder, source):
+def one_layer_pipe(text_encoder, preset: str) -> Express4DMDMPipeline:
+    """A seeded one-layer random pipeline of ``preset`` sampling with DDIM."""
     tokenizer, encoder = text_encoder
     torch.manual_seed(0)
-    pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset("tiny_order", num_layers=1, hidden_size=32, ff_size=64),
+    pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset(preset, num_layers=1, hidden_size=32, ff_size=64),
                                                 text_encoder=encoder, tokenizer=tokenizer)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    return pipe
+
+
+def test_edits_with_the_order_aware_denoiser(text_encoder, source):
+    pipe = one_layer_pipe(text_encoder, "tiny_order")
     out = pipe("A person is smiling and then frowning", motion=source, keep_channels="lower_face", keep_frames="0-1",
                num_inference_steps=3, generator=gen(0)).motions[0]  # fmt: skip
     reference, lower = source.resample(FPS).values, channels_of("lower_face")
@@ -307,12 +313,7 @@ def test_clear_errors(random_pipe, source):
 def test_recorded_loop_takes_the_source_as_inputs(text_encoder, source, monkeypatch):
     """The CUDA-graph path runs the loop at the model's full length with the source and weights as inputs;
     its kept and generated frames equal the eager loop's (the recording itself is checked on a GPU below)."""
-    tokenizer, encoder = text_encoder
-    torch.manual_seed(0)
-    pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset("tiny", num_layers=1, hidden_size=32, ff_size=64),
-                                                text_encoder=encoder, tokenizer=tokenizer)  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    pipe = one_layer_pipe(text_encoder, "tiny")
     kwargs = dict(motion=source, keep_channels="upper_face", keep_frames=[(0, 0.5)], num_inference_steps=4, output_type="pt")
     eager = pipe(["A person is smiling", "A person is frowning"], generator=[gen(0), gen(1)], **kwargs).motions
     seen = []
@@ -346,12 +347,7 @@ def test_one_recording_serves_every_edit(text_encoder, source, monkeypatch):
 
         return cuda_graphs.RecordedGraph(graph=Replay(), inputs=static, output=output)
 
-    tokenizer, encoder = text_encoder
-    torch.manual_seed(0)
-    pipe = Express4DMDMPipeline.from_components(MDMDenoiser.from_preset("tiny", num_layers=1, hidden_size=32, ff_size=64),
-                                                text_encoder=encoder, tokenizer=tokenizer)  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    pipe = one_layer_pipe(text_encoder, "tiny")
     other = FaceMotion(np.full((90, 61), 0.2, np.float32), fps=30)
     calls = [dict(motion=source, keep_channels="upper_face"), dict(motion=source, keep_frames=[(0, 1), (2, 3)]),
              dict(motion=other, keep_channels=["jaw", "EyeBlinkLeft"], keep_frames="0-0.5"), dict(num_frames=60)]  # fmt: skip
