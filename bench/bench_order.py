@@ -8,6 +8,9 @@ alike; the medians are compared.
   sampling (50 DDIM steps, guidance 2.5, 8 prompts of 120 frames, text encoding included).
 * T2M-GPT: one GPT training step (teacher forcing, batch 32 of 49 codes) and sampling 8 clips of 120 frames
   (30 codes, key-value cache, VQ decoding included).
+* On a GPU also MDM sampling on its default fast path (``enable_fast_sampling``: bf16, the whole loop replayed as
+  a CUDA graph). The training steps here are the plain eager fp32 step; ``bench/bench_training.py --stages
+  mdm,mdm_order,gpt,gpt_order --variants compiled`` times the trainers' own (compiled, graphed) steps.
 
     python bench/bench_order.py --preset tiny --json order_cost.json     # CPU, a few minutes
     python bench/bench_order.py --preset paper                           # GPU
@@ -89,7 +92,15 @@ def main() -> None:
         mdm_pipe.set_progress_bar_config(disable=True)
         gpt_pipe = Express4DT2MGPTPipeline.from_components(vq, gpt, text_encoder=encoder, tokenizer=tokenizer).to(device)
         gpt_pipe.set_progress_bar_config(disable=True)
-        models[variant] = dict(mdm=mdm, gpt=gpt, mdm_opt=torch.optim.AdamW(mdm.parameters(), 1e-4),
+        fast_pipe = None
+        if device.type == "cuda":  # the GPU's default sampling path: bf16 denoiser, the loop replayed as a CUDA graph
+            import copy
+
+            fast_pipe = Express4DMDMPipeline.from_components(copy.deepcopy(mdm), text_encoder=encoder, tokenizer=tokenizer).to(device)
+            fast_pipe.scheduler = make_scheduler("ddim", fast_pipe.scheduler.config)
+            fast_pipe.set_progress_bar_config(disable=True)
+            fast_pipe.enable_fast_sampling()
+        models[variant] = dict(mdm=mdm, gpt=gpt, mdm_fast_pipe=fast_pipe, mdm_opt=torch.optim.AdamW(mdm.parameters(), 1e-4),
                                gpt_opt=torch.optim.AdamW(gpt.parameters(), 1e-4), mdm_pipe=mdm_pipe, gpt_pipe=gpt_pipe)  # fmt: skip
 
     def mdm_step(m) -> None:
@@ -111,20 +122,24 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    def mdm_sample(m) -> None:
-        m["mdm_pipe"](PROMPTS, num_frames=120, num_inference_steps=50, guidance_scale=2.5, generator=torch.Generator().manual_seed(0))
+    def mdm_sample(m, pipe: str = "mdm_pipe") -> None:
+        m[pipe](PROMPTS, num_frames=120, num_inference_steps=50, guidance_scale=2.5, generator=torch.Generator().manual_seed(0))
 
     def gpt_sample(m) -> None:
         m["gpt_pipe"](PROMPTS, num_frames=120, generator=torch.Generator().manual_seed(0))
 
     for m in models.values():  # warm-up
         mdm_step(m), gpt_step(m), mdm_sample(m), gpt_sample(m)
+        if m["mdm_fast_pipe"] is not None:
+            mdm_sample(m, "mdm_fast_pipe")
     for _ in range(args.repeats):
         for variant, m in models.items():
             add("mdm_train_step_s", variant, timed(lambda: mdm_step(m), device))
             add("gpt_train_step_s", variant, timed(lambda: gpt_step(m), device))
             add("mdm_sample_s_per_clip", variant, timed(lambda: mdm_sample(m), device) / len(PROMPTS))
             add("gpt_sample_s_per_clip", variant, timed(lambda: gpt_sample(m), device) / len(PROMPTS))
+            if m["mdm_fast_pipe"] is not None:
+                add("mdm_sample_graph_s_per_clip", variant, timed(lambda: mdm_sample(m, "mdm_fast_pipe"), device) / len(PROMPTS))
     summary = {}
     for name, by_variant in results.items():
         pooled_s, order_s = statistics.median(by_variant["pooled"]), statistics.median(by_variant["order"])

@@ -38,6 +38,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STAGES = ("movement", "contrastive", "mdm", "vqvae", "gpt")
+# The order-aware variants (#20): the same trainers with the ``<preset>_order`` model presets, whose steps also
+# read each caption's token states (timed against the pooled stages, e.g. ``--stages mdm,mdm_order,gpt,gpt_order``).
+ORDER_STAGES = ("mdm_order", "gpt_order")
+
+
+def random_caption_table(num_captions: int, text_dim: int = 384, tokens: bool = False, seed: int = 0):
+    """Random text of ``num_captions`` captions (the step's cost does not depend on the values): pooled vectors
+    only, or with token states of 10-32 tokens each (all-MiniLM-L6-v2 spends ~12-30 on the corpus's captions)."""
+    from express4d_hf.training.mdm import CaptionTable
+
+    gen = torch.Generator().manual_seed(seed)
+    pooled = torch.randn(num_captions, text_dim, generator=gen)
+    if not tokens:
+        return CaptionTable(dict(enumerate(pooled)))
+    counts = torch.randint(10, 33, (num_captions,), generator=gen).tolist()
+    return CaptionTable({i: (pooled[i], torch.randn(n, text_dim, generator=gen)) for i, n in enumerate(counts)})
 
 
 def sync(device: torch.device) -> None:
@@ -109,14 +125,16 @@ def build_stage(name: str, preset: str, data, device: torch.device) -> dict[str,
         return dict(model=TextMotionPair(evaluator), loss=contrastive_index_loss_fn(evaluator, config, vocabulary),
                     loop=config.stage_loop("contrastive"), batches=contrastive_batches(train_set, config, vocabulary),
                     graph_safe=True, schedule=config.max_steps)  # fmt: skip
-    if name == "mdm":
+    order = name in ORDER_STAGES
+    model_preset = {"model_preset": f"{preset}_order"} if order else {}
+    if name in ("mdm", "mdm_order"):
         from express4d_hf.training.mdm import MDMBatches, MDMTrainConfig, mdm_loss_fn
 
-        config = MDMTrainConfig.preset(preset)
+        config = MDMTrainConfig.preset(preset, **model_preset)
         train_set = MotionDataset(splits["train"], stats, train=True, max_leading_offset=config.max_leading_offset,
                                   mirror_prob=config.mirror_prob)  # fmt: skip
         vocabulary = CaptionVocabulary(train_set.captions)
-        table = torch.randn(len(vocabulary), 384)
+        table = random_caption_table(len(vocabulary), tokens=order)
         return dict(model=config.build_denoiser(384), loss=mdm_loss_fn(config, table), loop=config.loop_config(),
                     batches=MDMBatches(train_set, replace(config, trim_padding=device.type == "cpu"), vocabulary),
                     graph_safe=True, schedule=config.max_steps)  # fmt: skip
@@ -132,7 +150,7 @@ def build_stage(name: str, preset: str, data, device: torch.device) -> dict[str,
     from express4d_hf.models.t2m_gpt import MIN_CODES
     from express4d_hf.training.batches import CodeBatches
 
-    config = GPTTrainConfig.preset(preset)
+    config = GPTTrainConfig.preset(preset, **model_preset)
     vq = VQVAETrainConfig.preset(preset).build_model()
     train_set = MotionDataset(splits["train"], stats, train=False)
     lengths = torch.as_tensor(train_set.lengths // 4).clamp(min=MIN_CODES)
@@ -141,7 +159,7 @@ def build_stage(name: str, preset: str, data, device: torch.device) -> dict[str,
     tokens = TokenizedSplit(codes, codes.flip(1), lengths, [list(c) for c in train_set.captions])
     vocabulary = CaptionVocabulary(tokens.captions)
     gpt = config.build_model(vq.config.num_codes, 384)
-    table = torch.randn(len(vocabulary), 384)
+    table = random_caption_table(len(vocabulary), tokens=order)
     return dict(model=gpt, loss=gpt_loss_fn(table, config.corruption_prob), loop=config.loop_config(),
                 batches=lambda **kw: CodeBatches(tokens, gpt.pad_token_id, mirror_prob=config.mirror_prob,
                                                  token_drop_prob=config.token_drop_prob, min_codes=MIN_CODES,
@@ -224,12 +242,24 @@ def time_variant(stage: dict[str, Any], variant: str, device: torch.device, seco
             "compile": loop.compile, "mean_loss": loss}  # fmt: skip
 
 
+def order_over_pooled(rows: dict[str, dict[str, Any]], variants: list[str]) -> dict[str, dict[str, float]]:
+    """Step time of each order-aware stage over its pooled stage, per variant timed for both (#20's 1.3x)."""
+    ratios: dict[str, dict[str, float]] = {}
+    for order in ORDER_STAGES:
+        pooled = order.removesuffix("_order")
+        for variant in variants:
+            ms = [rows.get(stage, {}).get(variant, {}).get("ms_per_step") for stage in (order, pooled)]
+            if all(ms):
+                ratios.setdefault(pooled, {})[variant] = round(ms[0] / ms[1], 3)
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", choices=["tiny", "paper"], default=None, help="default: paper on a GPU, tiny on a CPU")
     parser.add_argument("--data", default=None, help="dataset (default: the embedded procedural corpus)")
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES + ORDER_STAGES)} (default: the first five)")
     parser.add_argument("--variants", default=None, help="comma-separated subset of eager,fast,compiled,limit (compiled = the fast loop with --compile; "
                         "default: eager,fast,limit on a GPU, eager,fast on a CPU)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per variant (default 3)")
@@ -244,8 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     results: dict[str, Any] = {"device": name, "preset": preset, "torch": torch.__version__, "stages": {}}
+    stages = args.stages.split(",")
+    unknown = set(stages) - set(STAGES + ORDER_STAGES)
+    if unknown:
+        parser.error(f"unknown stage(s) {sorted(unknown)}; choose from {','.join(STAGES + ORDER_STAGES)}")
     print(f"# training speed, {preset} preset, {name}")
-    for stage_name in args.stages.split(","):
+    for stage_name in stages:
         stage = build_stage(stage_name, preset, args.data, device)
         row: dict[str, Any] = {"batch_size": stage["loop"].batch_size, "schedule_steps": stage["schedule"]}
         for variant in variants:
@@ -277,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {stage_name} | {row['batch_size']} | " + " | ".join(cells) + f" | {row.get('fast_over_limit', '–')} | "
               f"{row.get('compiled_over_limit', '–')} | {busy} | {row.get('full_schedule_min', '–')}, "
               f"{row.get('full_schedule_min_compiled', '–')} min ({row['schedule_steps']} steps) |")  # fmt: skip
+    ratios = order_over_pooled(results["stages"], variants)
+    if ratios:
+        results["order_over_pooled"] = ratios
+        print("\norder-aware / pooled step time: " + "; ".join(f"{stage} {variant} {ratio}x" for stage, by in ratios.items() for variant, ratio in by.items()))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -572,7 +572,8 @@ def _steps_run(out: Path) -> dict[str, Any]:
         found["evaluator_execution"] = metrics.get("execution")
     except (OSError, json.JSONDecodeError):
         pass
-    for name, folder in (("mdm", out / "mdm"), ("t2m_gpt", out / "t2m_gpt")):
+    for name in ("mdm", "t2m_gpt", "mdm_order", "t2m_gpt_order"):
+        folder = out / name
         try:
             meta = json.loads((folder / "training_metadata.json").read_text())
         except (OSError, json.JSONDecodeError):
