@@ -403,3 +403,25 @@ def test_order_probe_scores_the_reference_and_a_reversing_generator():
         return [FaceMotion(m.values[::-1].copy(), fps=m.fps, caption=m.caption) for m in reference(captions, num_frames, seeds)]
 
     assert order_probe(backwards, samples=2).accuracy == 0.0
+
+
+@pytest.mark.parametrize("text_attention", ["joint", "separate", "cross"])
+def test_text_memory_computed_once_gives_the_same_prediction(text_attention):
+    """A sampler computes the text's keys and values once per call (``text_memory``): every step's prediction
+    equals the forward that projects the token states itself, dropped (unconditional) rows included."""
+    torch.manual_seed(0)
+    model = MDMDenoiser.from_preset("tiny_order", text_attention=text_attention).eval()
+    states, mask = torch.randn(4, 9, 384), torch.arange(9)[None] < torch.tensor([[9], [5], [7], [3]])
+    drop = torch.tensor([False, True, False, True])
+    x, t, pooled = torch.randn(4, 40, 61), torch.tensor([5, 300, 700, 999]), torch.randn(4, 384)
+    memory = model.text_memory(states, mask, drop)
+    with torch.no_grad():
+        direct = model(x, t, pooled, cond_drop_mask=drop, encoder_token_states=states, encoder_attention_mask=mask)
+        for step in (t, t.flip(0)):  # reused across steps
+            cached = model(x, step, pooled, cond_drop_mask=drop, text_memory=memory)
+            if step is t:
+                torch.testing.assert_close(cached, direct, rtol=0, atol=0)
+        no_text = model(x, t, pooled, cond_drop_mask=torch.ones(4, dtype=torch.bool), encoder_token_states=states)
+    assert torch.isfinite(no_text).all()
+    with pytest.raises(ValueError, match="holds 4 samples' text; the batch has 2"):
+        model(x[:2], t[:2], pooled[:2], text_memory=memory)

@@ -31,6 +31,7 @@ torch.Size([2, 30, 61])
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -65,6 +66,14 @@ TEXT_CONDITIONINGS = ("pooled", "tokens")
 # results are added (decoupled cross-attention), so the text is not outvoted by the ~30-50 frame keys.
 # "cross": a separate pre-norm cross-attention sublayer (own queries and output projection) after self-attention.
 TEXT_ATTENTIONS = ("joint", "separate", "cross")
+
+
+class TextMemory(NamedTuple):
+    """The order-aware denoiser's text, ready for its layers (:meth:`MDMDenoiser.text_memory`)."""
+
+    keep: torch.Tensor  # [B, M] bool: the text tokens attended to (padding and dropped text excluded)
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values [B, heads, M, d]
+    attn_mask: torch.Tensor | None  # [B, 1, 1, M] the text keys' attention mask ("separate" / "cross")
 
 
 def sinusoidal_positions(num_positions: int, dim: int) -> torch.Tensor:
@@ -108,68 +117,64 @@ class MDMBlock(nn.Module):
         self.activation = {"gelu": nn.GELU(), "relu": nn.ReLU(), "silu": nn.SiLU()}[activation]
         self.dropout = nn.Dropout(dropout)
 
-    def _memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def text_keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's keys and values ``[B, heads, M, d]`` of the (projected) text token states ``memory``."""
         batch = memory.shape[0]
+        memory = self.norm_memory(memory)
         return self.memory_kv(memory).view(batch, memory.shape[1], 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
 
     @staticmethod
     def text_masks(text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(attn_mask [B, 1, 1, M], gate [B, 1, 1, 1])`` of the text keys for ``"separate"`` / ``"cross"``
-        (computed once per forward, shared by the layers). A row whose text is fully masked (classifier-free
-        guidance's unconditional branch) would give NaN: it attends anywhere and its result is gated to zero."""
+        """``(attn_mask [B, 1, 1, M], has_text [B, 1, 1, 1])`` of the text keys for ``"separate"`` /
+        ``"cross"`` (computed once per forward, shared by the layers). A row whose text is fully masked
+        (classifier-free guidance's unconditional branch) would give NaN: it attends to every key instead, and
+        :meth:`MDMDenoiser.text_memory` zeroes its values, so its text attention is exactly zero."""
         any_text = text_mask.any(-1)
         return (text_mask | ~any_text[:, None])[:, None, None, :], any_text[:, None, None, None]
 
-    def _text_attention(self, q: torch.Tensor, memory: torch.Tensor, text_masks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _text_attention(self, q: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor) -> torch.Tensor:
         """``q [B, heads, N, d]`` attending to the text keys alone (a softmax of their own)."""
-        mk, mv = self._memory_kv(memory)
-        attn_mask, gate = text_masks
-        attended = F.scaled_dot_product_attention(
-            q, mk, mv, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(
+            q, *text_kv, attn_mask=text_mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
-        return attended * gate.to(attended.dtype)
 
-    def _attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None, memory: torch.Tensor | None = None,
-                   text_masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
-        """``memory [B, M, H]``: (normalised) text token states. ``"joint"``: placed before the sequence's keys
-        (``attn_mask`` covers ``M + length`` keys then); ``"separate"``: attended in a softmax of their own
-        (``attn_mask`` covers the sequence, ``text_masks`` (:meth:`text_masks`) the text) and added."""
+    def _attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None, text_kv=None, text_mask=None) -> torch.Tensor:
+        """``text_kv``: this layer's text keys and values (:meth:`text_keys_values`). ``"joint"``: placed before
+        the sequence's keys (``attn_mask`` covers ``M + length`` keys then); ``"separate"``: attended in a
+        softmax of their own (``attn_mask`` covers the sequence, ``text_mask`` the text keys) and added."""
         batch, length, width = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        if memory is not None and self.text_attention == "joint":
-            mk, mv = self._memory_kv(memory)
-            k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)
+        if text_kv is not None and self.text_attention == "joint":
+            k, v = torch.cat([text_kv[0], k], dim=2), torch.cat([text_kv[1], v], dim=2)
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
-        if memory is not None and self.text_attention == "separate":
-            attended = attended + self._text_attention(q, memory, text_masks)
+        if text_kv is not None and self.text_attention == "separate":
+            attended = attended + self._text_attention(q, text_kv, text_mask)
         return self.dropout(self.attn_out(attended.transpose(1, 2).reshape(batch, length, width)))
 
-    def _cross_attention(self, x: torch.Tensor, memory: torch.Tensor, text_masks) -> torch.Tensor:
+    def _cross_attention(self, x: torch.Tensor, text_kv, text_mask) -> torch.Tensor:
         batch, length, width = x.shape
         q = self.cross_q(x).view(batch, length, self.num_heads, -1).transpose(1, 2)
-        attended = self._text_attention(q, memory, text_masks)
+        attended = self._text_attention(q, text_kv, text_mask)
         return self.dropout(self.cross_out(attended.transpose(1, 2).reshape(batch, length, width)))
 
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.ff_out(self.dropout(self.activation(self.ff_in(x)))))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, memory: torch.Tensor | None = None,
-                text_masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
-        """``memory [B, M, H]``: text token states (order-aware variant); ``text_masks``: :meth:`text_masks` of
-        their padding mask (``"separate"`` and ``"cross"``; ``"joint"`` has them in ``attn_mask``)."""
-        if memory is not None:
-            memory = self.norm_memory(memory)
-        cross = memory is not None and self.text_attention == "cross"
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, text_kv=None, text_mask=None) -> torch.Tensor:
+        """``text_kv``: this layer's keys and values of the text token states (order-aware variant,
+        :meth:`text_keys_values`); ``text_mask``: the text keys' attention mask (``"separate"`` and ``"cross"``,
+        :meth:`text_masks`; ``"joint"`` has them in ``attn_mask``)."""
+        cross = text_kv is not None and self.text_attention == "cross"
         if self.norm_first:
-            x = x + self._attention(self.norm1(x), attn_mask, memory, text_masks)
+            x = x + self._attention(self.norm1(x), attn_mask, text_kv, text_mask)
             if cross:
-                x = x + self._cross_attention(self.norm_cross(x), memory, text_masks)
+                x = x + self._cross_attention(self.norm_cross(x), text_kv, text_mask)
             return x + self._feed_forward(self.norm2(x))
-        x = self.norm1(x + self._attention(x, attn_mask, memory, text_masks))
+        x = self.norm1(x + self._attention(x, attn_mask, text_kv, text_mask))
         if cross:
-            x = self.norm_cross(x + self._cross_attention(x, memory, text_masks))
+            x = self.norm_cross(x + self._cross_attention(x, text_kv, text_mask))
         return self.norm2(x + self._feed_forward(x))
 
 
@@ -283,6 +288,27 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
             raise ValueError(f"unknown MDM preset {name!r}; choose one of {sorted(MDM_PRESETS)}")
         return cls(**{**MDM_PRESETS[name], **overrides})
 
+    def text_memory(self, encoder_token_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None = None,
+                    cond_drop_mask: torch.Tensor | None = None, dtype: torch.dtype | None = None,
+                    batch: int | None = None) -> TextMemory:  # fmt: skip
+        """Every layer's keys and values of the text token states (order-aware variant), with their masks.
+
+        ``forward`` computes it from ``encoder_token_states``; a sampler whose text does not change over its
+        steps computes it once and passes it as ``text_memory=`` to every step (the same result, without each
+        layer's text LayerNorm and projection at every step). ``dtype``: cast the projected states to it first
+        (``forward`` uses its tokens' dtype); ``batch``: the batch size the states must have (default: theirs)."""
+        if batch is None:
+            batch = encoder_token_states.shape[0] if encoder_token_states is not None else 0
+        memory, keep = self._text_memory(encoder_token_states, encoder_attention_mask, cond_drop_mask, batch)
+        if dtype is not None:
+            memory = memory.to(dtype)
+        keys_values = [layer.text_keys_values(memory) for layer in self.layers]
+        attn_mask = None
+        if self.config.text_attention != "joint":  # text-less rows attend to zero values (MDMBlock.text_masks)
+            attn_mask, has_text = MDMBlock.text_masks(keep)
+            keys_values = [(k, v * has_text.to(v.dtype)) for k, v in keys_values]
+        return TextMemory(keep, keys_values, attn_mask)
+
     def _text_memory(self, states, mask, drop, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected token states with their positions ``[B, L, H]`` and which of them to attend to ``[B, L]``."""
         if states is None:
@@ -316,6 +342,7 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         cond_drop_mask: torch.Tensor | None = None,
         encoder_token_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
+        text_memory: TextMemory | None = None,
     ) -> torch.Tensor:
         """Predict the clean motion.
 
@@ -329,6 +356,8 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
             encoder_token_states: ``[B, L, text_dim]`` the text encoder's token states (order-aware variant
                 only; required there, ignored otherwise).
             encoder_attention_mask: ``[B, L]`` bool, True on real tokens (None = all real).
+            text_memory: :meth:`text_memory` of the token states, the mask and ``cond_drop_mask``, computed once
+                for a whole sampling loop (order-aware variant; replaces ``encoder_token_states``).
 
         Returns:
             ``x0`` prediction ``[B, T, num_channels]`` (values past each clip's length are meaningless).
@@ -343,9 +372,8 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
                 f"encoder_hidden_states must be pooled text embeddings [{batch}, {self.config.text_dim}], "
                 f"got {tuple(encoder_hidden_states.shape)}"
             )
-        memory, memory_keep = None, None
-        if self.uses_text_tokens:
-            memory, memory_keep = self._text_memory(encoder_token_states, encoder_attention_mask, cond_drop_mask, batch)
+        if text_memory is not None and text_memory.keep.shape[0] != batch:
+            raise ValueError(f"text_memory holds {text_memory.keep.shape[0]} samples' text; the batch has {batch}")
         if frame_mask is not None:
             if frame_mask.shape != (batch, frames):
                 raise ValueError(f"frame_mask must be [{batch}, {frames}], got {tuple(frame_mask.shape)}")
@@ -372,6 +400,9 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
         packed = sample.reshape(batch, num_tokens, pack * channels).to(self.input_proj.weight.dtype)
         tokens = torch.cat([cond, self.input_proj(packed)], dim=1)
         tokens = self.input_dropout(tokens + self.positions[: num_tokens + 1].to(tokens.dtype))
+        if self.uses_text_tokens and text_memory is None:
+            text_memory = self.text_memory(encoder_token_states, encoder_attention_mask, cond_drop_mask, tokens.dtype, batch)
+        memory_keep = text_memory.keep if self.uses_text_tokens else None
         attn_mask = None
         if frame_mask is not None or memory_keep is not None:
             if frame_mask is not None:
@@ -383,13 +414,12 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
             if memory_keep is not None and self.config.text_attention == "joint":  # text keys come first
                 keep = torch.cat([memory_keep, keep], 1)
             attn_mask = keep[:, None, None, :]
-        text_masks = None
-        if memory is not None:
-            memory = memory.to(tokens.dtype)
-            if self.config.text_attention != "joint":
-                text_masks = MDMBlock.text_masks(memory_keep)
-        for layer in self.layers:
-            tokens = layer(tokens, attn_mask, memory, text_masks)
+        if self.uses_text_tokens:
+            for layer, keys_values in zip(self.layers, text_memory.keys_values):
+                tokens = layer(tokens, attn_mask, keys_values, text_memory.attn_mask)
+        else:
+            for layer in self.layers:
+                tokens = layer(tokens, attn_mask)
         hidden = self.final_norm(tokens)
         output = self.output_proj(hidden[:, 1:]).reshape(batch, num_tokens * pack, channels)
         if self.output_smoother is not None:

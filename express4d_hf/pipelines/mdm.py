@@ -671,6 +671,9 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
         guided = states.shape[0] != batch  # classifier-free guidance: both branches in one forward
         timesteps = self.scheduler.timesteps
         step_kwargs = step_kwargs or {}
+        text = {}
+        if tokens is not None:  # the text is the same at every step: its keys and values are computed once
+            text["text_memory"] = self.denoiser.text_memory(tokens, token_mask, drop)
         for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
             if callback is not None and self.interrupt:
                 continue
@@ -678,8 +681,7 @@ class Express4DMDMPipeline(ModelCardMixin, DiffusionPipeline):
             if guided:
                 model_input = torch.cat([model_input, model_input])
             step = torch.full((model_input.shape[0],), int(t), device=latents.device, dtype=torch.long)
-            x0 = self.denoiser(model_input, step, states, frame_mask=mask, cond_drop_mask=drop,
-                               encoder_token_states=tokens, encoder_attention_mask=token_mask).float()
+            x0 = self.denoiser(model_input, step, states, frame_mask=mask, cond_drop_mask=drop, **text).float()
             if guided:
                 x0_cond, x0_uncond = x0.chunk(2)
                 x0 = x0_uncond + guidance * (x0_cond - x0_uncond)
