@@ -213,3 +213,19 @@ def test_evaluate_names_bad_manifest_entries(bench_out, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # bad numbers fail at parse time, before any loading
         main(["evaluate", "--model", "x", "--evaluator", "y", "--replications", "0"])
     assert exit_info.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_tokenizer_that_learnt_nothing_is_flagged_under_the_table(tmp_path):
+    """A T2M-GPT row whose VQ-VAE reconstructs no better than the mean is marked as not a result (the compiled
+    paper-preset tokenizer once did: test MSE 1.03 against the mean's ~1.0, and its rows scored FID ~243)."""
+    from express4d_hf.apps.benchmark import _tokenizer_notes
+    from express4d_hf.training.t2m_gpt import tokenizer_failed
+
+    assert tokenizer_failed({"mse": 1.03, "mean_mse": 1.0}) and not tokenizer_failed({"mse": 0.34, "mean_mse": 1.0})
+    assert not tokenizer_failed(None) and not tokenizer_failed({"mse": 0.9})  # older metadata: no baseline, no claim
+    for name, mse in (("t2m_gpt", 1.03), ("t2m_gpt_order", 0.3)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "training_metadata.json").write_text(json.dumps({"reconstruction_test": {"mse": mse, "mean_mse": 1.0}}))
+    notes = _tokenizer_notes(tmp_path)
+    assert "T2M-GPT: not a result" in notes and "MSE 1.030 vs 1.000" in notes and "order-aware" not in notes
+    assert _tokenizer_notes(tmp_path / "missing") == ""

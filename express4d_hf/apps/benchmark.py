@@ -535,7 +535,7 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
             from ..evaluation.selection import plot_validation
 
             plot_validation(selections, out / "validation.png", ROW_TITLES)
-    notes = _results_notes(meta, config, len(clips)) + _selection_notes(selections)
+    notes = _results_notes(meta, config, len(clips)) + _selection_notes(selections) + _tokenizer_notes(out)
     order_cells = {ROW_TITLES[n]: order_results[n].cell() for n in order_results}
     report = write_results(out, results, ROW_TITLES, meta, f"Express4D benchmark ({config.preset} preset)", notes,
                            extra_columns={ORDER_COLUMN: order_cells},
@@ -758,6 +758,23 @@ def _write_samples(folder: Path, pipelines: dict[str, tuple[Any, dict]], clips: 
         for i, motion in enumerate(motions):
             write_livelink_csv(motion, target / f"sample_{i}.csv")
             plot_channel_curves(motion, target / f"sample_{i}.png", title=f"{ROW_TITLES[name]}: {motion.caption}")
+
+
+def _tokenizer_notes(out: Path) -> str:
+    """A warning under the table when a T2M-GPT row's tokenizer learnt nothing (its rows are not results)."""
+    from ..training.t2m_gpt import tokenizer_failed
+
+    lines = []
+    for name in ("t2m_gpt", "t2m_gpt_order"):
+        try:
+            recon = json.loads((out / name / "training_metadata.json").read_text()).get("reconstruction_test")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if tokenizer_failed(recon):
+            lines.append(f"- **{ROW_TITLES[name]}: not a result.** Its VQ-VAE reconstructs the test clips no better "
+                         f"than their mean (MSE {recon['mse']:.3f} vs {recon['mean_mse']:.3f}); the tokenizer's "
+                         f"training failed (its vqvae_loss.png shows how).")  # fmt: skip
+    return "\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def _results_notes(meta: dict[str, Any], config: BenchmarkConfig, num_clips: int) -> str:

@@ -215,12 +215,14 @@ def reconstruction_error(vqvae: MotionVQVAE, clips, batch_size: int = 64) -> dic
     """Normalised-space MSE and L1 of encode -> decode over the valid frames of ``clips`` (a MotionDataset).
 
     Each clip is tokenised on its own first ``length // 4 * 4`` frames (the frames the codes cover).
+    ``mean_mse`` is the MSE of predicting the training mean (zero in normalised space) on the same frames: a
+    tokenizer near it has learnt nothing (``tokenizer_failed``).
     """
     from ..data.torch import collate_motion
 
     vqvae = vqvae.eval()
     device = vqvae.device
-    sq, ab, count = 0.0, 0.0, 0
+    sq, ab, base, count = 0.0, 0.0, 0.0, 0
     for start in range(0, len(clips), batch_size):
         batch = collate_motion([clips[i] for i in range(start, min(len(clips), start + batch_size))])
         motion = batch["motion"].to(device)
@@ -230,8 +232,14 @@ def reconstruction_error(vqvae: MotionVQVAE, clips, batch_size: int = 64) -> dic
         diff = (recon - motion[:, : recon.shape[1]]) * mask
         sq += float((diff**2).sum())
         ab += float(diff.abs().sum())
+        base += float(((motion[:, : recon.shape[1]] * mask) ** 2).sum())
         count += int(mask.sum()) * motion.shape[-1]
-    return {"mse": sq / max(count, 1), "l1": ab / max(count, 1), "clips": len(clips)}
+    return {"mse": sq / max(count, 1), "l1": ab / max(count, 1), "mean_mse": base / max(count, 1), "clips": len(clips)}
+
+
+def tokenizer_failed(recon: dict[str, float] | None) -> bool:
+    """True when the tokenizer reconstructs no better than 0.9x the mean predictor (it learnt nothing)."""
+    return bool(recon and recon.get("mean_mse") and recon["mse"] >= 0.9 * recon["mean_mse"])
 
 
 # --- stage 1 -------------------------------------------------------------------------------------------------
@@ -293,6 +301,10 @@ def train_vqvae(
             final_loss=_last(result.losses, "loss"), parameters=sum(p.numel() for p in vqvae.parameters()),
         ))  # fmt: skip
         logger.info("vqvae: test reconstruction %s, codebook %s", recon, vqvae.codebook_usage())
+        if tokenizer_failed(recon):
+            logger.warning("vqvae: the tokenizer reconstructs the test clips no better than their mean (MSE %.3f vs "
+                           "%.3f): T2M-GPT trained on its codes cannot generate motion; see %s", recon["mse"],
+                           recon["mean_mse"], out_dir / "vqvae_loss.png")  # fmt: skip
     _process_state().wait_for_everyone()
     return vqvae
 
