@@ -1,4 +1,4 @@
-"""Does the fast training loop train MDM as well as the eager one? Three seeds of each, scored alike (issue #14).
+"""Does the fast training loop train as well as the eager one? Three seeds of each, scored alike (issue #14).
 
 "Quality unchanged: at the shortened schedule, three training seeds each of the eager and the fast loop; the fast
 loop's mean R@3 and FID fall inside the range the eager loop's seeds span."
@@ -24,6 +24,13 @@ the same command resumes it; finished trainings and scores are reused.
 
     python bench/quality_fast_loop.py --smoke                      # CPU, tiny preset, < 2 min on 2 cores
     python bench/quality_fast_loop.py --out out/quality --work runs/quality   # one GPU (run it again to resume)
+
+``--model vqvae`` asks the same of the T2M-GPT tokenizer, scored by its test-split reconstruction error (no
+evaluator): the paper presets compile its step, and a compiled VQ-VAE once learnt nothing (an Inductor bug in the
+codebook's EMA update) while MDM's check passed. ``--compile`` compiles the fast loop whatever the preset says, so
+a CPU can check the compiled step too (the tiny preset does not compile by default):
+
+    python bench/quality_fast_loop.py --model vqvae --compile --preset tiny --out out/quality_vq   # CPU, ~6 min
 """
 
 from __future__ import annotations
@@ -43,6 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LOOPS = ("eager", "fast")
 SHORTENED_STEPS = {"paper": 15_000, "tiny": 1500}  # docs/results/paper-h200-shortened-2026-12-02 (MDM); tiny: its preset
+VQVAE_STEPS = {"paper": 10_000, "tiny": 800}  # the shortened paper run's VQ-VAE; tiny: its preset
+# What each model's check compares: (metric, title, lower is better: for the plot's arrow).
+METRICS = {"mdm": (("r_precision_top3", "R@3", False), ("fid", "FID", True)),
+           "vqvae": (("reconstruction_mse", "reconstruction MSE", True), ("reconstruction_l1", "reconstruction L1", True))}
+TABLE_COLUMNS = {"mdm": (("r_precision_top1", "R@1 ↑"), ("r_precision_top3", "R@3 ↑"), ("fid", "FID ↓"), ("mm_dist", "MM-Dist ↓"),
+                         ("diversity", "Diversity →")),
+                 "vqvae": (("reconstruction_mse", "reconstruction MSE ↓"), ("reconstruction_l1", "reconstruction L1 ↓"))}
+MODEL_TITLES = {"mdm": "MDM", "vqvae": "VQ-VAE (T2M-GPT's tokenizer)"}
 EVALUATOR_STEPS = {"paper": 10_000, "tiny": 600}  # the shortened run's evaluator (10k movement + 10k contrastive)
 # H200, paper presets, one process alone (docs/results/bench-training-h200): ms per step and GPU busy share
 H200 = {"eager": (45.7, 0.93), "fast": (9.87, 0.90), "movement": (1.35, 0.61), "contrastive": (4.02, 0.84)}  # fast: + compile
@@ -89,22 +104,29 @@ def capped_steps(start: int, budget_s: float, **kwargs: Any) -> int:
     return steps
 
 
-def job_configs(preset: str, steps: int, evaluator_steps: int, seeds: list[int], smoke: bool) -> dict[str, Any]:
-    """name -> training config: ``evaluator`` and ``mdm_<loop>_seed<k>``."""
+def job_configs(preset: str, steps: int, evaluator_steps: int, seeds: list[int], smoke: bool, model: str = "mdm",
+                force_compile: bool = False) -> dict[str, Any]:  # fmt: skip
+    """name -> training config: ``evaluator`` (MDM only: it scores the samples) and ``<model>_<loop>_seed<k>``."""
     from express4d_hf.training.evaluator import EvaluatorTrainConfig
     from express4d_hf.training.mdm import MDMTrainConfig
+    from express4d_hf.training.t2m_gpt import VQVAETrainConfig
 
-    jobs: dict[str, Any] = {"evaluator": EvaluatorTrainConfig.preset(preset, seed=0).with_max_steps(evaluator_steps)}
+    jobs: dict[str, Any] = {}
+    if model == "mdm":
+        jobs["evaluator"] = EvaluatorTrainConfig.preset(preset, seed=0).with_max_steps(evaluator_steps)
     for loop in LOOPS:
         for seed in seeds:
-            config = MDMTrainConfig.preset(preset, seed=seed, max_steps=steps, sample_every=0)
+            if model == "mdm":
+                config = MDMTrainConfig.preset(preset, seed=seed, max_steps=steps, sample_every=0)
+            else:
+                config = VQVAETrainConfig.preset(preset, seed=seed, max_steps=steps)
             if smoke:
                 config = replace(config, warmup_steps=min(config.warmup_steps, max(1, steps // 10)), checkpoint_every=steps)
             if loop == "eager":  # the plain loop: fp32, no CUDA graph, no compile
                 config = replace(config, mixed_precision="no", cuda_graph=False, compile=False)
             else:  # the defaults: bf16 on a GPU, the whole step as one CUDA graph, compiled where the preset says so
-                config = replace(config, mixed_precision=None, cuda_graph=True)
-            jobs[f"mdm_{loop}_seed{seed}"] = config
+                config = replace(config, mixed_precision=None, cuda_graph=True, compile=config.compile or force_compile)
+            jobs[f"{model}_{loop}_seed{seed}"] = config
     return jobs
 
 
@@ -130,6 +152,10 @@ def run_job(name: str, config: Any, data_dir: str, folder: str) -> dict[str, Any
         from express4d_hf.training.evaluator import train_evaluator
 
         train_evaluator(data_dir, folder_path, config, progress=False, resume=True)
+    elif name.startswith("vqvae_"):
+        from express4d_hf.training.t2m_gpt import train_vqvae
+
+        train_vqvae(data_dir, folder_path, config, progress=False, resume=True)
     else:
         from express4d_hf.training.mdm import train_mdm
 
@@ -266,17 +292,29 @@ def score_models(names: list[str], work: Path, data_dir: Path, preset: str, repl
     return {"scores": scores, "protocol": {**key, "split": "test", "seed": 0}}
 
 
+def reconstruction_scores(names: list[str], work: Path) -> dict[str, Any]:
+    """Each tokenizer's test-split reconstruction error, as its trainer measured it (normalised units)."""
+    scores: dict[str, Any] = {}
+    for name in names:
+        recon = json.loads((work / name / "training_metadata.json").read_text())["reconstruction_test"]
+        scores[name] = {"metrics": {"reconstruction_mse": {"mean": recon["mse"], "ci95": 0.0},
+                                    "reconstruction_l1": {"mean": recon["l1"], "ci95": 0.0}},
+                        "mean_predictor_mse": recon.get("mean_mse")}  # fmt: skip
+    clips = recon["clips"] if names else 0
+    return {"scores": scores, "protocol": {"split": "test", "clips": clips, "measure": "encode -> decode error on the valid frames"}}
+
+
 # --- report --------------------------------------------------------------------------------------------------
-def summarize(scores: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+def summarize(scores: dict[str, Any], seeds: list[int], model: str = "mdm") -> dict[str, Any]:
     """Per metric: the eager seeds' range, the fast seeds' mean, and whether the mean lies inside the range."""
     out: dict[str, Any] = {}
-    for metric in ("r_precision_top3", "fid"):
-        eager = [scores[f"mdm_eager_seed{s}"]["metrics"][metric]["mean"] for s in seeds]
-        fast = [scores[f"mdm_fast_seed{s}"]["metrics"][metric]["mean"] for s in seeds]
+    for metric, _, _ in METRICS[model]:
+        eager = [scores[f"{model}_eager_seed{s}"]["metrics"][metric]["mean"] for s in seeds]
+        fast = [scores[f"{model}_fast_seed{s}"]["metrics"][metric]["mean"] for s in seeds]
         fast_mean = sum(fast) / len(fast)
         out[metric] = {"eager": eager, "fast": fast, "eager_range": [min(eager), max(eager)], "fast_mean": fast_mean,
                        "inside": min(eager) <= fast_mean <= max(eager)}  # fmt: skip
-    out["verdict"] = "pass" if all(out[m]["inside"] for m in ("r_precision_top3", "fid")) else "fail"
+    out["verdict"] = "pass" if all(out[m]["inside"] for m, _, _ in METRICS[model]) else "fail"
     return out
 
 
@@ -285,31 +323,39 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "quality_fast_loop.json", json.dumps(report, indent=2, default=str) + "\n")
-    summary, seeds = report["summary"], report["seeds"]
+    summary, seeds, model = report["summary"], report["seeds"], report.get("model", "mdm")
+    columns = TABLE_COLUMNS[model]
     lines = [
-        f"# Eager vs fast training loop: MDM ({report['preset']} preset, {report['steps']} steps)", "",
+        f"# Eager vs fast training loop: {MODEL_TITLES[model]} ({report['preset']} preset, {report['steps']} steps)", "",
         f"GPU: {report['hardware']}; {', '.join(f'{k} {v}' for k, v in report['versions'].items())}; seeds {seeds}.", "",
-        "| Loop | Seed | R@1 ↑ | R@3 ↑ | FID ↓ | MM-Dist ↓ | Diversity → | train s | loop ms/step | precision, step |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Loop | Seed | " + " | ".join(title for _, title in columns) + " | train s | loop ms/step | precision, step |",
+        "|---|---|" + "---|" * len(columns) + "---|---|---|",
     ]  # fmt: skip
     for name, entry in report["models"].items():
         m = entry["metrics"]
-        cell = lambda k: f"{m[k]['mean']:.3f} ± {m[k]['ci95']:.3f}"  # noqa: E731
+        cell = lambda k: f"{m[k]['mean']:.3f}" + (f" ± {m[k]['ci95']:.3f}" if m[k]["ci95"] else "")  # noqa: E731
         ex = entry.get("execution") or {}
         ms = 1000 * entry["loop_seconds"] / max(1, entry["steps"]) if entry.get("loop_seconds") else float("nan")
-        lines.append(f"| {entry['loop']} | {entry['seed']} | {cell('r_precision_top1')} | {cell('r_precision_top3')} | {cell('fid')} | "
-                     f"{cell('mm_dist')} | {cell('diversity')} | {entry.get('train_seconds', float('nan')):.0f} | {ms:.1f} | "
+        lines.append(f"| {entry['loop']} | {entry['seed']} | " + " | ".join(cell(k) for k, _ in columns) +
+                     f" | {entry.get('train_seconds', float('nan')):.0f} | {ms:.1f} | "
                      f"{ex.get('mixed_precision')}, {'graph' if ex.get('cuda_graph') else 'eager'}{' + compile' if ex.get('compile') else ''} |")  # fmt: skip
     lines.append("")
-    for metric, title in (("r_precision_top3", "R@3"), ("fid", "FID")):
+    for metric, title, _ in METRICS[model]:
         s = summary[metric]
         lines.append(f"- {title}: eager seeds span [{s['eager_range'][0]:.3f}, {s['eager_range'][1]:.3f}]; fast mean "
                      f"{s['fast_mean']:.3f}: {'inside' if s['inside'] else 'OUTSIDE'}")  # fmt: skip
     p = report["protocol"]
-    lines += ["", f"**Verdict: {summary['verdict']}** (the fast loop's mean R@3 and FID inside the eager seeds' range).", "",
-              f"Protocol: {p['clips']} test clips, {p['replications']} replications (mean ± 95% interval), sampling "
-              f"{p['sampling']}, evaluator `{p['evaluator']}` ({report['evaluator_steps']}). "
-              f"{report.get('steps_note', '')}", ""]  # fmt: skip
+    checked = " and ".join(title for _, title, _ in METRICS[model])
+    if model == "mdm":
+        protocol = (f"Protocol: {p['clips']} test clips, {p['replications']} replications (mean ± 95% interval), sampling "
+                    f"{p['sampling']}, evaluator `{p['evaluator']}` ({report['evaluator_steps']}).")  # fmt: skip
+    else:
+        baseline = [entry.get("mean_predictor_mse") for entry in report["models"].values()]
+        protocol = (f"Protocol: {p['clips']} test clips, {p['measure']}, normalised units (predicting the mean scores "
+                    f"MSE {baseline[0]:.3f}: a tokenizer near it learnt nothing)." if baseline and baseline[0] else
+                    f"Protocol: {p['clips']} test clips, {p['measure']}, normalised units.")  # fmt: skip
+    lines += ["", f"**Verdict: {summary['verdict']}** (the fast loop's mean {checked} inside the eager seeds' range).", "",
+              f"{protocol} {report.get('steps_note', '')}", ""]  # fmt: skip
     atomic_write_text(out / "quality_fast_loop.md", "\n".join(lines))
     plot(out / "quality_fast_loop.png", report)
 
@@ -322,21 +368,22 @@ def plot(path: Path, report: dict[str, Any]) -> None:
 
     from express4d_hf.core.io import atomic_path
 
-    seeds = report["seeds"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
-    for ax, (metric, title) in zip(axes, (("r_precision_top3", "R@3 ↑"), ("fid", "FID ↓"))):
+    seeds, model = report["seeds"], report.get("model", "mdm")
+    fig, axes = plt.subplots(1, len(METRICS[model]), figsize=(9, 3.6), dpi=110)
+    for ax, (metric, name, lower_better) in zip(axes, METRICS[model]):
+        title = f"{name} {'↓' if lower_better else '↑'}"
         s = report["summary"][metric]
         ax.axhspan(*s["eager_range"], color="tab:blue", alpha=0.15, label="eager seeds' range")
         for offset, loop, color, marker in ((-0.08, "eager", "tab:blue", "o"), (0.08, "fast", "tab:orange", "s")):
-            means = [report["models"][f"mdm_{loop}_seed{k}"]["metrics"][metric]["mean"] for k in seeds]
-            cis = [report["models"][f"mdm_{loop}_seed{k}"]["metrics"][metric]["ci95"] for k in seeds]
+            means = [report["models"][f"{model}_{loop}_seed{k}"]["metrics"][metric]["mean"] for k in seeds]
+            cis = [report["models"][f"{model}_{loop}_seed{k}"]["metrics"][metric]["ci95"] for k in seeds]
             ax.errorbar([i + offset for i in range(len(seeds))], means, yerr=cis, fmt=marker, color=color, capsize=3, label=f"{loop} loop")
         ax.axhline(s["fast_mean"], color="tab:orange", linestyle="--", label="fast mean")
         ax.set_xticks(range(len(seeds)), [f"seed {k}" for k in seeds])
         ax.set_title(f"{title}: fast mean {'inside' if s['inside'] else 'outside'}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"MDM {report['preset']}, {report['steps']} steps, {report['hardware']}", fontsize=9)
+    fig.suptitle(f"{MODEL_TITLES[model]} {report['preset']}, {report['steps']} steps, {report['hardware']}", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -347,8 +394,12 @@ def plot(path: Path, report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=["tiny", "paper"], default=None, help="default: paper on a GPU, tiny on a CPU")
+    parser.add_argument("--model", choices=sorted(METRICS), default="mdm",
+                        help="what to train: mdm (scored by the evaluator) or vqvae (T2M-GPT's tokenizer, by its reconstruction error)")
+    parser.add_argument("--compile", action="store_true", help="compile the fast loop's model even where the preset does not (e.g. tiny on a CPU)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="MDM training steps (default: the shortened schedule, paper 15000, capped to fit --budget-min)")
+                        help="training steps (default: MDM's shortened schedule, paper 15000, capped to fit --budget-min; "
+                             "VQ-VAE: paper 10000, tiny 800)")
     parser.add_argument("--budget-min", type=float, default=12.0, help="wall-clock budget the default --steps is capped to (estimate on an H200)")
     parser.add_argument("--stop-after-min", type=float, default=None,
                         help="stop cleanly after this many minutes (default: 9.3 on a GPU, none on a CPU); run again to resume")
@@ -384,10 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = dict(evaluator_steps=evaluator_steps, seeds=len(seeds), concurrent=concurrent, train_evaluator=args.evaluator is None,
                   replications=replications, gpus=args.gpus)  # fmt: skip
     steps_note = ""
+    model = args.model
     if args.steps:
         steps = args.steps
     elif args.smoke:
         steps, steps_note = 30, "Smoke run: 30 steps of the tiny preset on a small synthetic corpus (plumbing only, not a quality figure)."
+    elif model == "vqvae":
+        steps = VQVAE_STEPS[preset]
     elif preset == "paper":
         steps = capped_steps(shortened, 60 * args.budget_min, **kwargs)
         if steps < shortened:
@@ -400,13 +454,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     deadline = started + 60 * stop_after if stop_after else None
     estimate = estimate_s(steps, **kwargs)
-    print(f"plan: evaluator {'reused from ' + args.evaluator if args.evaluator else f'{evaluator_steps} steps'}; MDM {preset}, "
-          f"{steps} steps, seeds {seeds}, eager (fp32, no graph) and fast ({'the defaults: bf16 + CUDA graph' + (' + compile' if preset == 'paper' else '') if cuda or preset == 'paper' else 'the CPU defaults'}); "
+    compiled = " + compile" if preset == "paper" or args.compile else ""
+    scorer = (f"evaluator {'reused from ' + args.evaluator if args.evaluator else f'{evaluator_steps} steps'}" if model == "mdm"
+              else "test-split reconstruction error")  # fmt: skip
+    print(f"plan: {scorer}; {MODEL_TITLES[model]} {preset}, "
+          f"{steps} steps, seeds {seeds}, eager (fp32, no graph) and fast ({'the defaults: bf16 + CUDA graph' + compiled if cuda else 'the CPU defaults' + compiled}); "
           f"{concurrent} at once; {replications} replications on {'the whole test split' if max_test_clips is None else f'{max_test_clips} test clips'}",
           flush=True)  # fmt: skip
-    if preset == "tiny" and cuda:
+    if preset == "tiny" and cuda and model == "mdm":
         print("estimated time on one H200: about 2.5 min (measured: 143 s, docs/results/quality-fast-loop-h200-tiny)", flush=True)
-    if preset == "paper":
+    if preset == "paper" and model == "mdm":
         print(f"estimated time on {'one H200' if args.gpus == 1 else f'{args.gpus} H200s'}: {estimate / 60:.1f} min for {steps} "
               f"steps (the shortened schedule's {shortened} steps: {estimate_s(shortened, **kwargs) / 60:.1f} min)"
               + (f"; this invocation stops itself cleanly after {stop_after:g} min if unfinished (run the same command "
@@ -431,8 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data_dir = resolve_dataset_dir(args.data, progress=False)
     work.mkdir(parents=True, exist_ok=True)
-    jobs = job_configs(preset, steps, evaluator_steps, seeds, args.smoke)
-    if args.evaluator:
+    jobs = job_configs(preset, steps, evaluator_steps, seeds, args.smoke, model, args.compile)
+    if args.evaluator and model == "mdm":
         jobs.pop("evaluator")
         link = work / "evaluator"
         if not link.exists():
@@ -441,8 +498,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: STOP.update(now=True))  # `timeout`: stop the trainings cleanly
     try:
         finished = run_jobs(jobs, data_dir, work, concurrent, deadline, args.gpus)
-        scored = score_models([n for n in jobs if n.startswith("mdm_")], work, data_dir, preset, replications, max_test_clips,
-                              sampler_steps, deadline) if finished else None  # fmt: skip
+        names = [n for n in jobs if n.startswith(f"{model}_")]
+        if not finished:
+            scored = None
+        elif model == "vqvae":
+            scored = reconstruction_scores(names, work)
+        else:
+            scored = score_models(names, work, data_dir, preset, replications, max_test_clips, sampler_steps, deadline)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if scored is None:
@@ -450,21 +512,24 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     models = {}
-    for name in (n for n in jobs if n.startswith("mdm_")):
+    for name in names:
         meta = json.loads((work / name / "training_metadata.json").read_text())
         _, loop, seed = name.split("_")
         models[name] = {"loop": loop, "seed": int(seed.removeprefix("seed")), **scored["scores"][name], "steps": meta.get("steps"),
                         "train_seconds": meta.get("train_seconds"), "loop_seconds": meta.get("loop_seconds_all_runs"),
                         "samples_per_s": meta.get("samples_per_s"), "execution": meta.get("execution")}  # fmt: skip
-        if loop == "fast" and cuda and not (meta["execution"].get("cuda_graph") and meta["execution"].get("mixed_precision") == "bf16"):  # noqa: E501
-            print(f"warning: {name} did not run bf16 + CUDA graph: {meta['execution']}", flush=True)
-    meta = run_metadata({"preset": preset, "steps": steps, "seeds": seeds})
+        execution = meta.get("execution") or {}
+        if loop == "fast" and cuda and not (execution.get("cuda_graph") and execution.get("mixed_precision") == "bf16"):
+            print(f"warning: {name} did not run bf16 + CUDA graph: {execution}", flush=True)
+    meta = run_metadata({"preset": preset, "steps": steps, "seeds": seeds, "model": model})
     report = {
-        "preset": preset, "steps": steps, "shortened_schedule_steps": shortened, "steps_note": steps_note, "seeds": seeds,
-        "evaluator_steps": f"trained once here, {evaluator_steps} steps" if args.evaluator is None else f"reused from {args.evaluator}",
+        "model": model, "preset": preset, "steps": steps, "steps_note": steps_note, "seeds": seeds,
+        "shortened_schedule_steps": shortened if model == "mdm" else VQVAE_STEPS[preset],
+        "evaluator_steps": None if model != "mdm" else (f"trained once here, {evaluator_steps} steps" if args.evaluator is None
+                                                         else f"reused from {args.evaluator}"),  # fmt: skip
         "hardware": meta["hardware"], "versions": meta["versions"], "created": meta["created"], "concurrent": concurrent,
         "estimate_s": round(estimate, 1), "wall_s_this_invocation": round(time.time() - started, 1),
-        "protocol": scored["protocol"], "models": models, "summary": summarize(scored["scores"], seeds),
+        "protocol": scored["protocol"], "models": models, "summary": summarize(scored["scores"], seeds, model),
     }  # fmt: skip
     write_report(out, report)
     print((out / "quality_fast_loop.md").read_text(), flush=True)

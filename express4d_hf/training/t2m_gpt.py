@@ -297,6 +297,7 @@ def train_vqvae(
             config, stage="vqvae", data=str(data) if data is not None else "procedural corpus",
             data_fingerprint=_data_fingerprint(data), train_clips=len(clips),
             steps=result.step, train_seconds=round(time.perf_counter() - started, 1), loop_seconds=round(result.seconds, 1),
+            loop_seconds_all_runs=round(result.total_seconds, 1), execution=result.info,
             samples_per_s=round(result.samples_per_s, 1), reconstruction_test=recon, codebook=vqvae.codebook_usage(),
             final_loss=_last(result.losses, "loss"), parameters=sum(p.numel() for p in vqvae.parameters()),
         ))  # fmt: skip
