@@ -459,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
               else "test-split reconstruction error")  # fmt: skip
     print(f"plan: {scorer}; {MODEL_TITLES[model]} {preset}, "
           f"{steps} steps, seeds {seeds}, eager (fp32, no graph) and fast ({'the defaults: bf16 + CUDA graph' + compiled if cuda else 'the CPU defaults' + compiled}); "
-          f"{concurrent} at once; {replications} replications on {'the whole test split' if max_test_clips is None else f'{max_test_clips} test clips'}",
+          f"{concurrent} at once" + (f"; {replications} replications on {'the whole test split' if max_test_clips is None else f'{max_test_clips} test clips'}"
+                                     if model == "mdm" else ""),
           flush=True)  # fmt: skip
     if preset == "tiny" and cuda and model == "mdm":
         print("estimated time on one H200: about 2.5 min (measured: 143 s, docs/results/quality-fast-loop-h200-tiny)", flush=True)

@@ -273,6 +273,7 @@ def test_train_commands_end_in_loadable_folders(tiny_dataset, text_encoder_dir, 
     metadata = json.loads((out / "training_metadata.json").read_text())
     assert metadata["gpt_steps"] == 3 and metadata["reconstruction_test"]["mse"] > 0
     assert metadata["held_out"]["val_loss"] > 0 and metadata["codebook"]["used_codes"] > 0
+    assert metadata["held_out"]["split"] == "test"  # no validation clips held out: test is monitored (never selected on)
     # a second run in the same folder reuses the finished stage 1 and the token cache, and resumes stage 2
     stamps = {name: (out / name).stat().st_mtime_ns for name in ("vqvae_training/config.json", TOKENS_NAME)}
     assert main(["train", "t2m-gpt", "--out", str(out), "--max-steps", "4", "--vqvae-steps", "3"] + common + encoder) == 0
@@ -334,3 +335,19 @@ def test_quantizer_under_torch_compile_keeps_the_eager_codebook():
     for name in ("codebook", "code_sum", "code_count"):
         torch.testing.assert_close(getattr(compiled, name), getattr(eager, name), rtol=1e-4, atol=1e-5)
     torch._dynamo.reset()
+
+
+def test_gpt_monitors_the_validation_clips_when_they_are_held_out(tiny_dataset, text_encoder, tmp_path):
+    """With checkpoint selection's validation split held out, nothing in T2M-GPT's training reads test clips: the
+    held-out loss is the validation clips' (and only train and validation are tokenised)."""
+    from safetensors import safe_open
+
+    from express4d_hf.training.t2m_gpt import TOKENS_NAME, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
+
+    vq = VQVAETrainConfig.preset("tiny", max_steps=2, batch_size=8, checkpoint_every=2, validation_holdout=0.2)
+    gpt = GPTTrainConfig.preset("tiny", max_steps=2, batch_size=8, checkpoint_every=2, validation_holdout=0.2, sample_every=0)
+    train_t2m_gpt(tiny_dataset, tmp_path, vq, gpt, text_encoder=text_encoder, progress=False)
+    metadata = json.loads((tmp_path / "training_metadata.json").read_text())
+    assert metadata["held_out"]["split"] == "validation" and metadata["held_out"]["val_loss"] > 0
+    with safe_open(tmp_path / TOKENS_NAME, "pt") as f:
+        assert not any(key.startswith("test") for key in f.keys()) and any(key.startswith("validation") for key in f.keys())

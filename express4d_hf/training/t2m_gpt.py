@@ -592,24 +592,25 @@ def gpt_loss_fn(captions: CaptionTable | torch.Tensor, tau: float):
 
 
 class GPTMonitor:
-    """``on_step`` of stage 2: held-out token cross-entropy (test split, no corruption) and a few samples."""
+    """``on_step`` of stage 2: held-out token cross-entropy (``split``: validation when held out, else test; no
+    corruption) and a few samples."""
 
-    def __init__(self, out_dir: Path, config: GPTTrainConfig, test: TokenizedSplit | None, captions: CaptionTable,
-                 vqvae: MotionVQVAE, normalizer: MotionNormalizer, tokenizer, text_encoder):  # fmt: skip
-        self.out_dir, self.config, self.test, self.captions = out_dir, config, test, captions
+    def __init__(self, out_dir: Path, config: GPTTrainConfig, held: TokenizedSplit | None, captions: CaptionTable,
+                 vqvae: MotionVQVAE, normalizer: MotionNormalizer, tokenizer, text_encoder, split: str = "test"):  # fmt: skip
+        self.out_dir, self.config, self.held, self.captions, self.split = out_dir, config, held, captions, split
         self.vqvae, self.normalizer, self.tokenizer, self.text_encoder = vqvae, normalizer, tokenizer, text_encoder
 
     @torch.no_grad()
     def held_out(self, model: T2MGPT) -> dict[str, float]:
-        if self.test is None or not len(self.test.lengths):
+        if self.held is None or not len(self.held.lengths):
             return {}
         device = next(model.parameters()).device
         total, acc, count = 0.0, 0.0, 0
-        for start in range(0, len(self.test.lengths), 128):
+        for start in range(0, len(self.held.lengths), 128):
             rows = slice(start, start + 128)
-            lengths = self.test.lengths[rows].to(device)
-            codes = self.test.codes[rows].clamp_min(0).to(device)
-            names = [c[0] for c in self.test.captions[rows]]
+            lengths = self.held.lengths[rows].to(device)
+            codes = self.held.codes[rows].clamp_min(0).to(device)
+            names = [c[0] for c in self.held.captions[rows]]
             text = self.captions.lookup(names, device)
             inputs, target = model.training_sequences(codes, lengths, 0.0)
             logits, _ = model(inputs, text, **_token_kwargs(self.captions, names, device))
@@ -623,11 +624,11 @@ class GPTMonitor:
 
         model = _unwrap(model)
         metrics = self.held_out(model)
-        if self.test is not None and self.config.num_samples:
+        if self.held is not None and self.config.num_samples:
             device = next(model.parameters()).device
             pipe = Express4DT2MGPTPipeline(vqvae=self.vqvae.to(device), transformer=model, text_encoder=self.text_encoder.to(device),
                                            tokenizer=self.tokenizer, normalizer=self.normalizer.to(device))  # fmt: skip
-            prompts = [c[0] for c in self.test.captions[: self.config.num_samples]]
+            prompts = [c[0] for c in self.held.captions[: self.config.num_samples]]
             generators = [torch.Generator().manual_seed(self.config.seed + i) for i in range(len(prompts))]
             folder = self.out_dir / "samples" / f"step_{step}"
             for i, motion in enumerate(pipe(prompts, generator=generators).motions):
@@ -696,8 +697,11 @@ def train_t2m_gpt(
     # tokenise once, embed captions once
     device = _process_state().device
     train_clips = MotionDataset(splits["train"], stats, train=False)
-    test_clips = MotionDataset(splits["test"], stats, train=False) if "test" in splits else None
-    eval_splits = {"train": train_clips, **({"test": test_clips} if test_clips is not None and len(test_clips) else {})}
+    # The held-out loss is monitored on the validation clips when checkpoint selection holds them out (nothing
+    # about training then looks at test), else on test (monitoring only: nothing is selected by it).
+    held = "validation" if "validation" in splits else "test"
+    held_clips = MotionDataset(splits[held], stats, train=False) if held in splits else None
+    eval_splits = {"train": train_clips, **({held: held_clips} if held_clips is not None and len(held_clips) else {})}
     tokens = load_or_tokenize(vqvae.to(device), eval_splits, stats, out_dir, gpt_config.tokenize_batch_size, progress)
     _check_gpt_checkpoints(out_dir, resume)
     vqvae.to("cpu")
@@ -706,8 +710,8 @@ def train_t2m_gpt(
     if gpt_config.mirror_prob > 0:
         caption_set |= {mirror_caption(c) for c in caption_set}
     num_train_captions = len(caption_set)
-    if "test" in tokens:  # for the held-out loss only
-        caption_set |= {clip[0] for clip in tokens["test"].captions}
+    if held in tokens:  # for the held-out loss only
+        caption_set |= {clip[0] for clip in tokens[held].captions}
     seed_everything(gpt_config.seed)  # the initial weights follow the seed, not what ran before in this process
     gpt = gpt_config.build_model(vqvae.config.num_codes, text_hidden_size(encoder), text_token_size(encoder))
     captions = CaptionTable(cached_caption_embeddings(caption_set, tokenizer, encoder, out_dir / CAPTIONS_NAME, progress,
@@ -725,7 +729,7 @@ def train_t2m_gpt(
                            token_drop_prob=gpt_config.token_drop_prob, min_codes=MIN_CODES, vocabulary=vocabulary, **kwargs)  # fmt: skip
 
     normalizer = MotionNormalizer.from_stats(stats)
-    monitor = GPTMonitor(out_dir, gpt_config, tokens.get("test"), captions, vqvae, normalizer, tokenizer, encoder)
+    monitor = GPTMonitor(out_dir, gpt_config, tokens.get(held), captions, vqvae, normalizer, tokenizer, encoder, held)
     logger.info("t2m-gpt: %d training sequences (+ mirrors), %d captions, %.2f M parameters", num_sequences,
                 num_train_captions, sum(p.numel() for p in gpt.parameters()) / 1e6)  # fmt: skip
     gpt_started = time.perf_counter()
@@ -763,7 +767,7 @@ def train_t2m_gpt(
             vqvae_samples_per_s=vq_meta.get("samples_per_s"), gpt_seconds=round(gpt_seconds, 1),
             gpt_loop_seconds=round(result.seconds, 1), gpt_samples_per_s=round(result.samples_per_s, 1),
             total_seconds=round(time.perf_counter() - started, 1), gpt_steps=result.step, final_loss=final_loss,
-            held_out=held_out, reconstruction_test=recon, codebook=vqvae.codebook_usage(),
+            held_out={**held_out, "split": held} if held_out else held_out, reconstruction_test=recon, codebook=vqvae.codebook_usage(),
             parameters={"vqvae": sum(p.numel() for p in vqvae.parameters()), "gpt": sum(p.numel() for p in pipe.transformer.parameters())},
         ))  # fmt: skip
     _process_state().wait_for_everyone()
