@@ -294,3 +294,26 @@ def test_benchmark_timing_ledger_counts_a_killed_invocation_and_its_phases(tmp_p
     saved = json.loads((tmp_path / "timings.json").read_text())["invocations"]
     assert [i["status"] for i in saved] == ["killed", "finished"]
     assert saved[1]["phases"] == {"data": 2.0, "train_phase": 30.0, "evaluate": 10.0} and saved[1]["total_s"] == 42.0
+
+
+def test_a_diverged_training_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint(train_set, tmp_path):
+    """A NaN loss stops the run at the next log line (no NaN checkpoints written after it), naming the steps."""
+    from express4d_hf.training.common import TrainingDiverged
+
+    config = MDMTrainConfig.preset("tiny", max_steps=40, batch_size=8, warmup_steps=2, checkpoint_every=10,
+                                   checkpoint_minutes=0, log_every=10, model_overrides=SMALL, ema_decay=0.0)  # fmt: skip
+    vocabulary = CaptionVocabulary(train_set.captions)
+    torch.manual_seed(0)
+    model = config.build_denoiser(8)
+    loss = mdm_loss_fn(config, torch.randn(len(vocabulary), 8, generator=torch.Generator().manual_seed(1)))
+    calls = {"n": 0}
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        out = loss(model, batch)
+        return {**out, "loss": out["loss"] * float("nan")} if calls["n"] > 15 else out
+
+    with pytest.raises(TrainingDiverged, match=r"loss = nan over steps 11-20.*last checkpoint .*step_10"):
+        run_training(model, None, None, poisoned, config.loop_config(), tmp_path, name="mdm", resume=False,
+                     batches=MDMBatches(train_set, config, vocabulary), graph_safe=True, progress=False)  # fmt: skip
+    assert latest_checkpoint(tmp_path).name == "step_10"

@@ -654,6 +654,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     """
 
 
+class TrainingDiverged(RuntimeError):
+    """A logged loss became NaN or infinite: the training stopped before writing more checkpoints of it."""
+
+
 class _StopFlag:
     """Turns SIGTERM into a request that the loop honours at the next step boundary (main thread only)."""
 
@@ -793,7 +797,17 @@ def run_training(
             done = step + 1
             if done % config.log_every == 0 or done == config.max_steps:
                 means = {k: float(v) / count for k, v in running.items()}
-                running, count = {}, 0
+                first, running, count = done - count + 1, {}, 0
+                broken = {k: v for k, v in means.items() if not math.isfinite(v)}
+                if broken:  # going on would only write NaN weights over the last good checkpoint's successors
+                    bar.close()
+                    kept = latest_checkpoint(out_dir)
+                    raise TrainingDiverged(
+                        f"{name}: the mean {', '.join(f'{k} = {v}' for k, v in broken.items())} over steps "
+                        f"{first}-{done}: the training diverged and stopped. "
+                        + (f"The last checkpoint ({kept}) was written before it; " if kept else "No checkpoint was written; ")
+                        + "lower the learning rate (or try --mixed-precision no) and train again."
+                    )  # fmt: skip
                 means["lr"] = lr
                 if accelerator.is_main_process:
                     log.add(done, means)
