@@ -58,6 +58,10 @@ TABLE_COLUMNS = {"mdm": (("r_precision_top1", "R@1 ↑"), ("r_precision_top3", "
                          ("diversity", "Diversity →")),
                  "vqvae": (("reconstruction_mse", "reconstruction MSE ↓"), ("reconstruction_l1", "reconstruction L1 ↓"))}
 MODEL_TITLES = {"mdm": "MDM", "vqvae": "VQ-VAE (T2M-GPT's tokenizer)"}
+# MDM: issue #14's criterion, the fast mean inside the eager seeds' range. The tokenizer's seeds agree to ~0.005 in
+# MSE, so a two-sided range would fail a fast loop for training slightly *better*; its check guards against
+# regressions: the fast mean no worse than the worst eager seed.
+ONE_SIDED = {"mdm": False, "vqvae": True}
 EVALUATOR_STEPS = {"paper": 10_000, "tiny": 600}  # the shortened run's evaluator (10k movement + 10k contrastive)
 # H200, paper presets, one process alone (docs/results/bench-training-h200): ms per step and GPU busy share
 H200 = {"eager": (45.7, 0.93), "fast": (9.87, 0.90), "movement": (1.35, 0.61), "contrastive": (4.02, 0.84)}  # fast: + compile
@@ -306,15 +310,19 @@ def reconstruction_scores(names: list[str], work: Path) -> dict[str, Any]:
 
 # --- report --------------------------------------------------------------------------------------------------
 def summarize(scores: dict[str, Any], seeds: list[int], model: str = "mdm") -> dict[str, Any]:
-    """Per metric: the eager seeds' range, the fast seeds' mean, and whether the mean lies inside the range."""
+    """Per metric: the eager seeds' range, the fast seeds' mean, whether the mean lies inside the range, and
+    whether it is no worse than the worst eager seed; the verdict uses the model's criterion (``ONE_SIDED``)."""
     out: dict[str, Any] = {}
-    for metric, _, _ in METRICS[model]:
+    for metric, _, lower_better in METRICS[model]:
         eager = [scores[f"{model}_eager_seed{s}"]["metrics"][metric]["mean"] for s in seeds]
         fast = [scores[f"{model}_fast_seed{s}"]["metrics"][metric]["mean"] for s in seeds]
         fast_mean = sum(fast) / len(fast)
+        no_worse = fast_mean <= max(eager) if lower_better else fast_mean >= min(eager)
         out[metric] = {"eager": eager, "fast": fast, "eager_range": [min(eager), max(eager)], "fast_mean": fast_mean,
-                       "inside": min(eager) <= fast_mean <= max(eager)}  # fmt: skip
-    out["verdict"] = "pass" if all(out[m]["inside"] for m, _, _ in METRICS[model]) else "fail"
+                       "inside": min(eager) <= fast_mean <= max(eager), "no_worse": no_worse}  # fmt: skip
+    key = "no_worse" if ONE_SIDED[model] else "inside"
+    out["criterion"] = "the fast mean no worse than the worst eager seed" if ONE_SIDED[model] else "the fast mean inside the eager seeds' range"
+    out["verdict"] = "pass" if all(out[m][key] for m, _, _ in METRICS[model]) else "fail"
     return out
 
 
@@ -342,8 +350,9 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     lines.append("")
     for metric, title, _ in METRICS[model]:
         s = summary[metric]
-        lines.append(f"- {title}: eager seeds span [{s['eager_range'][0]:.3f}, {s['eager_range'][1]:.3f}]; fast mean "
-                     f"{s['fast_mean']:.3f}: {'inside' if s['inside'] else 'OUTSIDE'}")  # fmt: skip
+        where = "inside" if s["inside"] else ("outside, on the better side" if s.get("no_worse") else "OUTSIDE, worse")
+        lines.append(f"- {title}: eager seeds span [{s['eager_range'][0]:.4f}, {s['eager_range'][1]:.4f}]; fast mean "
+                     f"{s['fast_mean']:.4f}: {where}")  # fmt: skip
     p = report["protocol"]
     checked = " and ".join(title for _, title, _ in METRICS[model])
     if model == "mdm":
@@ -354,7 +363,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
         protocol = (f"Protocol: {p['clips']} test clips, {p['measure']}, normalised units (predicting the mean scores "
                     f"MSE {baseline[0]:.3f}: a tokenizer near it learnt nothing)." if baseline and baseline[0] else
                     f"Protocol: {p['clips']} test clips, {p['measure']}, normalised units.")  # fmt: skip
-    lines += ["", f"**Verdict: {summary['verdict']}** (the fast loop's mean {checked} inside the eager seeds' range).", "",
+    criterion = summary.get("criterion", "the fast mean inside the eager seeds' range")
+    lines += ["", f"**Verdict: {summary['verdict']}** ({checked}: {criterion}).", "",
               f"{protocol} {report.get('steps_note', '')}", ""]  # fmt: skip
     atomic_write_text(out / "quality_fast_loop.md", "\n".join(lines))
     plot(out / "quality_fast_loop.png", report)

@@ -69,6 +69,9 @@ def test_tokenizer_verdict_compares_reconstruction_errors():
     table = {f"vqvae_eager_seed{k}": scores(v) for k, v in enumerate((0.34, 0.36, 0.35))}
     table.update({f"vqvae_fast_seed{k}": scores(v) for k, v in enumerate((0.35, 0.34, 0.36))})
     assert q.summarize(table, [0, 1, 2], "vqvae")["verdict"] == "pass"
+    table.update({f"vqvae_fast_seed{k}": scores(v) for k, v in enumerate((0.33, 0.33, 0.335))})  # slightly better: no regression
+    better = q.summarize(table, [0, 1, 2], "vqvae")
+    assert better["verdict"] == "pass" and not better["reconstruction_mse"]["inside"] and better["reconstruction_mse"]["no_worse"]
     table.update({f"vqvae_fast_seed{k}": scores(1.04) for k in range(3)})  # the compiled tokenizer that learnt nothing
     summary = q.summarize(table, [0, 1, 2], "vqvae")
     assert summary["verdict"] == "fail" and not summary["reconstruction_mse"]["inside"]
