@@ -229,3 +229,12 @@ def test_a_tokenizer_that_learnt_nothing_is_flagged_under_the_table(tmp_path):
     notes = _tokenizer_notes(tmp_path)
     assert "T2M-GPT: not a result" in notes and "MSE 1.030 vs 1.000" in notes and "order-aware" not in notes
     assert _tokenizer_notes(tmp_path / "missing") == ""
+
+
+def test_the_order_aware_mdm_gets_the_1000_step_row_only_on_request():
+    from express4d_hf.apps.benchmark import BenchmarkConfig, scores_full_ddpm
+
+    paper = BenchmarkConfig.preset_config("paper")
+    assert scores_full_ddpm(paper, "mdm") and not scores_full_ddpm(paper, "mdm-order")
+    assert scores_full_ddpm(BenchmarkConfig.preset_config("paper", full_ddpm_order=True), "mdm-order")
+    assert not scores_full_ddpm(BenchmarkConfig.preset_config("tiny", full_ddpm_order=True), "mdm-order")  # no DDPM rows at all

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                         "t2m-gpt-order (default: all four)")  # fmt: skip
     parser.add_argument("--full-ddpm", action=argparse.BooleanOptionalAction, default=None,
                         help="also score MDM with the 1000-step DDPM sampler (default: on in paper, off in tiny)")  # fmt: skip
+    parser.add_argument("--full-ddpm-order", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --full-ddpm, the order-aware MDM's DDPM row too (default: off; ~4.5 min more on an H200)")
     add_sampling_arguments(parser)  # the fast MDM row's sampling; Multimodality is on in paper, off in tiny
     parser.add_argument("--max-steps", action="append", default=[], metavar="STAGE=N",
                         help="override training steps of a stage (evaluator, mdm, vqvae, gpt); repeatable")  # fmt: skip
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(
         replications=args.replications, models=models, fast_sampler=args.sampler, fast_steps=args.steps,
         seed=args.seed, max_steps=_parse_steps(args.max_steps),
-        full_ddpm=args.full_ddpm, multimodality=args.multimodality, fast_sampling=args.fast_sampling, fast_eta=args.eta, fast_guidance_rescale=args.guidance_rescale,
+        full_ddpm=args.full_ddpm, full_ddpm_order=args.full_ddpm_order, multimodality=args.multimodality, fast_sampling=args.fast_sampling, fast_eta=args.eta, fast_guidance_rescale=args.guidance_rescale,
         guidance_scale=args.guidance_scale, evaluator=args.evaluator, concurrent=args.concurrent, gpus=args.gpus,
         select_checkpoints=args.select_checkpoints, selection_points=args.selection_points,
         compare_samplers=None if args.compare_samplers is None else tuple(x for x in args.compare_samplers.split(",") if x),
