@@ -238,3 +238,25 @@ def test_the_order_aware_mdm_gets_the_1000_step_row_only_on_request():
     assert scores_full_ddpm(paper, "mdm") and not scores_full_ddpm(paper, "mdm-order")
     assert scores_full_ddpm(BenchmarkConfig.preset_config("paper", full_ddpm_order=True), "mdm-order")
     assert not scores_full_ddpm(BenchmarkConfig.preset_config("tiny", full_ddpm_order=True), "mdm-order")  # no DDPM rows at all
+
+
+def test_a_resumed_benchmark_retrains_a_t2m_gpt_stage_whose_tokenizer_learnt_nothing(tmp_path):
+    """Resuming keeps finished stages, but not a T2M-GPT stage whose tokenizer failed: it is moved aside (kept)
+    and trained again; a sound one is skipped."""
+    from express4d_hf.apps.benchmark import _mark_done, _run_stage, _stage_key
+
+    def finished(name, mse):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "training_metadata.json").write_text(json.dumps({"reconstruction_test": {"mse": mse, "mean_mse": 1.0}}))
+        _mark_done(folder, name, _stage_key(name, {"x": 1}, "data"), {"x": 1}, 1.0)
+        return folder
+
+    calls = []
+    for name, mse in (("t2m_gpt", 1.03), ("t2m_gpt_order", 0.3)):
+        folder = finished(name, mse)
+        _run_stage(name, folder, {"x": 1}, "data", lambda folder=folder: (calls.append(folder.name), folder.mkdir()), resume=True)
+    assert calls == ["t2m_gpt"]  # only the unsound one trained again
+    aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("t2m_gpt.unsound-")]
+    assert len(aside) == 1 and (tmp_path / aside[0] / "training_metadata.json").exists()
+    assert json.loads((tmp_path / "t2m_gpt" / "stage.json").read_text())["stage"] == "t2m_gpt"

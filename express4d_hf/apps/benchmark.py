@@ -119,6 +119,22 @@ def _stage_done(folder: Path, key: str) -> bool:
         return False
 
 
+def _unsound_output(name: str, folder: Path) -> str | None:
+    """Why a finished stage's output cannot be used (it is then set aside and trained again), or None. A T2M-GPT
+    stage whose tokenizer learnt nothing (e.g. trained by a version with the compiled-quantizer bug) is unsound."""
+    if not name.startswith("t2m_gpt"):
+        return None
+    from ..training.t2m_gpt import tokenizer_failed
+
+    try:
+        recon = json.loads((folder / "training_metadata.json").read_text()).get("reconstruction_test")
+    except (OSError, json.JSONDecodeError):
+        return None
+    if tokenizer_failed(recon):
+        return f"its tokenizer learnt nothing (test reconstruction MSE {recon['mse']:.3f}, the mean's {recon['mean_mse']:.3f})"
+    return None
+
+
 def _mark_done(folder: Path, stage: str, key: str, config: dict[str, Any], seconds: float) -> None:
     atomic_write_text(folder / "stage.json", json.dumps({"stage": stage, "key": key, "config": config, "seconds": seconds}, indent=2, default=str))
 
@@ -128,8 +144,13 @@ def _run_stage(name: str, folder: Path, config: dict[str, Any], fingerprint: str
     spent training (0.0 when skipped). The time it trained, finished or not, goes to the active ledger."""
     key = _stage_key(name, config, fingerprint)
     if resume and _stage_done(folder, key):
-        logger.info("[%s] up to date in %s, skipped", name, folder)
-        return 0.0
+        why = _unsound_output(name, folder)
+        if why is None:
+            logger.info("[%s] up to date in %s, skipped", name, folder)
+            return 0.0
+        aside = folder.with_name(f"{folder.name}.unsound-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(aside)  # kept, not deleted; its checkpoints would otherwise "resume" the finished run
+        logger.warning("[%s] %s: the finished stage was moved to %s and is trained again", name, why, aside)
     t0, start = time.perf_counter(), time.time()
     if (folder / "stage.json").exists():
         (folder / "stage.json").unlink()  # a different config: its output is stale

@@ -687,6 +687,10 @@ def train_t2m_gpt(
         vq_source = str(vqvae_dir)
     elif resume and _stage_done(stage_dir, vq_config, data):
         logger.info("t2m-gpt: reusing the finished stage 1 in %s", stage_dir)
+        recon = json.loads((stage_dir / METADATA_NAME).read_text()).get("reconstruction_test")
+        if tokenizer_failed(recon):
+            logger.warning("t2m-gpt: the reused tokenizer in %s learnt nothing (test MSE %.3f, the mean's %.3f); train "
+                           "it again with --no-resume", stage_dir, recon["mse"], recon["mean_mse"])  # fmt: skip
         vqvae, _ = load_vqvae(stage_dir)
         vq_source = str(stage_dir)
     else:
