@@ -339,15 +339,22 @@ def test_quantizer_under_torch_compile_keeps_the_eager_codebook():
 
 def test_gpt_monitors_the_validation_clips_when_they_are_held_out(tiny_dataset, text_encoder, tmp_path):
     """With checkpoint selection's validation split held out, nothing in T2M-GPT's training reads test clips: the
-    held-out loss is the validation clips' (and only train and validation are tokenised)."""
+    held-out loss is the validation clips' (and only train and validation are tokenised). A given tokenizer folder
+    whose metadata lacks its test reconstruction gets it measured."""
     from safetensors import safe_open
 
-    from express4d_hf.training.t2m_gpt import TOKENS_NAME, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
+    from express4d_hf.training.t2m_gpt import (TOKENS_NAME, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt,
+                                               train_vqvae)  # fmt: skip
 
     vq = VQVAETrainConfig.preset("tiny", max_steps=2, batch_size=8, checkpoint_every=2, validation_holdout=0.2)
+    train_vqvae(tiny_dataset, tmp_path / "vq", vq, progress=False)
+    vq_meta = json.loads((tmp_path / "vq" / "training_metadata.json").read_text())
+    del vq_meta["reconstruction_test"]  # e.g. a tokenizer folder from elsewhere
+    (tmp_path / "vq" / "training_metadata.json").write_text(json.dumps(vq_meta))
     gpt = GPTTrainConfig.preset("tiny", max_steps=2, batch_size=8, checkpoint_every=2, validation_holdout=0.2, sample_every=0)
-    train_t2m_gpt(tiny_dataset, tmp_path, vq, gpt, text_encoder=text_encoder, progress=False)
+    train_t2m_gpt(tiny_dataset, tmp_path, vq, gpt, vqvae_dir=tmp_path / "vq", text_encoder=text_encoder, progress=False)
     metadata = json.loads((tmp_path / "training_metadata.json").read_text())
     assert metadata["held_out"]["split"] == "validation" and metadata["held_out"]["val_loss"] > 0
+    assert metadata["reconstruction_test"]["mse"] > 0 and metadata["reconstruction_test"]["mean_mse"] > 0
     with safe_open(tmp_path / TOKENS_NAME, "pt") as f:
         assert not any(key.startswith("test") for key in f.keys()) and any(key.startswith("validation") for key in f.keys())

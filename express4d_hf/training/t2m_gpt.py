@@ -749,7 +749,9 @@ def train_t2m_gpt(
     if _process_state().is_main_process:
         held_out = monitor.held_out(pipe.transformer)
         vq_meta = _read_json(Path(vq_source) / METADATA_NAME)
-        recon = vq_meta.get("reconstruction_test") or (reconstruction_error(vqvae, test_clips) if test_clips is not None and len(test_clips) else None)
+        recon = vq_meta.get("reconstruction_test")
+        if recon is None and "test" in splits and len(splits["test"]):  # a tokenizer folder without it: measure here
+            recon = reconstruction_error(vqvae, MotionDataset(splits["test"], stats, train=False))
         data_name = str(data) if data is not None else "procedural corpus"
         final_loss = _last(result.losses, "loss")
         pipe.card_data = {
