@@ -299,12 +299,13 @@ def score_models(names: list[str], work: Path, data_dir: Path, preset: str, repl
 def reconstruction_scores(names: list[str], work: Path) -> dict[str, Any]:
     """Each tokenizer's test-split reconstruction error, as its trainer measured it (normalised units)."""
     scores: dict[str, Any] = {}
+    clips = 0
     for name in names:
         recon = json.loads((work / name / "training_metadata.json").read_text())["reconstruction_test"]
         scores[name] = {"metrics": {"reconstruction_mse": {"mean": recon["mse"], "ci95": 0.0},
                                     "reconstruction_l1": {"mean": recon["l1"], "ci95": 0.0}},
                         "mean_predictor_mse": recon.get("mean_mse")}  # fmt: skip
-    clips = recon["clips"] if names else 0
+        clips = recon["clips"]  # the same test split for every tokenizer
     return {"scores": scores, "protocol": {"split": "test", "clips": clips, "measure": "encode -> decode error on the valid frames"}}
 
 

@@ -124,15 +124,12 @@ def _unsound_output(name: str, folder: Path) -> str | None:
     stage whose tokenizer learnt nothing (e.g. trained by a version with the compiled-quantizer bug) is unsound."""
     if not name.startswith("t2m_gpt"):
         return None
-    from ..training.t2m_gpt import tokenizer_failed
+    from ..training.t2m_gpt import tokenizer_failure
 
     try:
-        recon = json.loads((folder / "training_metadata.json").read_text()).get("reconstruction_test")
+        return tokenizer_failure(json.loads((folder / "training_metadata.json").read_text()).get("reconstruction_test"))
     except (OSError, json.JSONDecodeError):
         return None
-    if tokenizer_failed(recon):
-        return f"its tokenizer learnt nothing (test reconstruction MSE {recon['mse']:.3f}, the mean's {recon['mean_mse']:.3f})"
-    return None
 
 
 def _mark_done(folder: Path, stage: str, key: str, config: dict[str, Any], seconds: float) -> None:
@@ -790,18 +787,8 @@ def _write_samples(folder: Path, pipelines: dict[str, tuple[Any, dict]], clips: 
 
 def _tokenizer_notes(out: Path) -> str:
     """A warning under the table when a T2M-GPT row's tokenizer learnt nothing (its rows are not results)."""
-    from ..training.t2m_gpt import tokenizer_failed
-
-    lines = []
-    for name in ("t2m_gpt", "t2m_gpt_order"):
-        try:
-            recon = json.loads((out / name / "training_metadata.json").read_text()).get("reconstruction_test")
-        except (OSError, json.JSONDecodeError):
-            continue
-        if tokenizer_failed(recon):
-            lines.append(f"- **{ROW_TITLES[name]}: not a result.** Its VQ-VAE reconstructs the test clips no better "
-                         f"than their mean (MSE {recon['mse']:.3f} vs {recon['mean_mse']:.3f}); the tokenizer's "
-                         f"training failed (its vqvae_loss.png shows how).")  # fmt: skip
+    lines = [f"- **{ROW_TITLES[name]}: not a result:** {why}; its training failed (its vqvae_loss.png shows how)."
+             for name in ("t2m_gpt", "t2m_gpt_order") if (why := _unsound_output(name, out / name))]  # fmt: skip
     return "\n" + "\n".join(lines) + "\n" if lines else ""
 
 

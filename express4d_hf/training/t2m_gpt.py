@@ -216,7 +216,7 @@ def reconstruction_error(vqvae: MotionVQVAE, clips, batch_size: int = 64) -> dic
 
     Each clip is tokenised on its own first ``length // 4 * 4`` frames (the frames the codes cover).
     ``mean_mse`` is the MSE of predicting the training mean (zero in normalised space) on the same frames: a
-    tokenizer near it has learnt nothing (``tokenizer_failed``).
+    tokenizer near it has learnt nothing (``tokenizer_failure``).
     """
     from ..data.torch import collate_motion
 
@@ -237,9 +237,12 @@ def reconstruction_error(vqvae: MotionVQVAE, clips, batch_size: int = 64) -> dic
     return {"mse": sq / max(count, 1), "l1": ab / max(count, 1), "mean_mse": base / max(count, 1), "clips": len(clips)}
 
 
-def tokenizer_failed(recon: dict[str, float] | None) -> bool:
-    """True when the tokenizer reconstructs no better than 0.9x the mean predictor (it learnt nothing)."""
-    return bool(recon and recon.get("mean_mse") and recon["mse"] >= 0.9 * recon["mean_mse"])
+def tokenizer_failure(recon: dict[str, float] | None) -> str | None:
+    """What is wrong with a tokenizer that reconstructs no better than 0.9x the mean predictor (it learnt
+    nothing), from its :func:`reconstruction_error`; None when it learnt (or metadata has no baseline)."""
+    if recon and recon.get("mean_mse") and recon["mse"] >= 0.9 * recon["mean_mse"]:
+        return f"the tokenizer reconstructs the test clips no better than their mean (MSE {recon['mse']:.3f} vs {recon['mean_mse']:.3f})"
+    return None
 
 
 # --- stage 1 -------------------------------------------------------------------------------------------------
@@ -302,10 +305,10 @@ def train_vqvae(
             final_loss=_last(result.losses, "loss"), parameters=sum(p.numel() for p in vqvae.parameters()),
         ))  # fmt: skip
         logger.info("vqvae: test reconstruction %s, codebook %s", recon, vqvae.codebook_usage())
-        if tokenizer_failed(recon):
-            logger.warning("vqvae: the tokenizer reconstructs the test clips no better than their mean (MSE %.3f vs "
-                           "%.3f): T2M-GPT trained on its codes cannot generate motion; see %s", recon["mse"],
-                           recon["mean_mse"], out_dir / "vqvae_loss.png")  # fmt: skip
+        failure = tokenizer_failure(recon)
+        if failure:
+            logger.warning("vqvae: %s: T2M-GPT trained on its codes cannot generate motion; see %s", failure,
+                           out_dir / "vqvae_loss.png")  # fmt: skip
     _process_state().wait_for_everyone()
     return vqvae
 
@@ -687,10 +690,9 @@ def train_t2m_gpt(
         vq_source = str(vqvae_dir)
     elif resume and _stage_done(stage_dir, vq_config, data):
         logger.info("t2m-gpt: reusing the finished stage 1 in %s", stage_dir)
-        recon = json.loads((stage_dir / METADATA_NAME).read_text()).get("reconstruction_test")
-        if tokenizer_failed(recon):
-            logger.warning("t2m-gpt: the reused tokenizer in %s learnt nothing (test MSE %.3f, the mean's %.3f); train "
-                           "it again with --no-resume", stage_dir, recon["mse"], recon["mean_mse"])  # fmt: skip
+        failure = tokenizer_failure(json.loads((stage_dir / METADATA_NAME).read_text()).get("reconstruction_test"))
+        if failure:
+            logger.warning("t2m-gpt: reusing %s, but %s; train it again with --no-resume", stage_dir, failure)
         vqvae, _ = load_vqvae(stage_dir)
         vq_source = str(stage_dir)
     else:
