@@ -224,9 +224,10 @@ def test_cuda_graph_replay_carries_token_states(cuda_text_encoder):
 
 
 # --- T2M-GPT ---------------------------------------------------------------------------------------------
-def test_order_aware_gpt_cache_matches_full_forward_and_masks_padding():
+@pytest.mark.parametrize("text_attention", ["separate", "joint"])
+def test_order_aware_gpt_cache_matches_full_forward_and_masks_padding(text_attention):
     torch.manual_seed(0)
-    gpt = T2MGPT.from_preset("tiny_order", num_codes=32, hidden_size=64).eval()
+    gpt = T2MGPT.from_preset("tiny_order", num_codes=32, hidden_size=64, text_attention=text_attention).eval()
     codes, pooled = torch.randint(0, 32, (2, 9)), torch.randn(2, 384)
     states, mask = torch.randn(2, 6, 384), torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
     full, _ = gpt(codes, pooled, text_token_states=states, text_mask=mask)
@@ -243,6 +244,40 @@ def test_order_aware_gpt_cache_matches_full_forward_and_masks_padding():
     a = gpt.generate(pooled, text_token_states=states, text_mask=mask, max_codes=8, generator=gens(0, 1))
     b = gpt.generate(pooled, text_token_states=states, text_mask=mask, max_codes=8, generator=gens(0, 1), use_cache=False)
     assert [x.tolist() for x in a] == [x.tolist() for x in b]
+    textless = torch.zeros_like(mask)  # every token masked: a row with no text attends to nothing there, no NaN
+    out, _ = gpt(codes, pooled, text_token_states=states, text_mask=textless)
+    assert torch.isfinite(out).all()
+    if text_attention == "separate":  # then the text adds exactly nothing: any token states give the same logits
+        torch.testing.assert_close(gpt(codes, pooled, text_token_states=torch.randn(2, 6, 384), text_mask=textless)[0], out)
+
+
+def test_gpt_text_attention_is_saved_and_old_order_aware_configs_load_as_joint(tmp_path):
+    """The order-aware presets attend to the text in a softmax of their own; a GPT folder saved before the field
+    existed loads with the joint softmax it was trained with (same logits as before)."""
+    import json
+
+    assert T2MGPT.from_preset("tiny_order").config.text_attention == "separate"
+    assert T2MGPT.from_preset("paper_order", num_layers=1).config.text_attention == "separate"
+    assert T2MGPT.from_preset("tiny").config.text_attention == "joint"  # unused without token states
+    codes, pooled = torch.randint(0, 32, (2, 7)), torch.randn(2, 384)
+    text = dict(text_token_states=torch.randn(2, 5, 384), text_mask=torch.tensor([[True] * 5, [True] * 2 + [False] * 3]))
+    logits = {}
+    for mode in ("joint", "separate"):
+        torch.manual_seed(0)
+        gpt = T2MGPT.from_preset("tiny_order", num_codes=32, hidden_size=64, text_attention=mode).eval()
+        gpt.save_pretrained(tmp_path / mode)
+        logits[mode] = gpt(codes, pooled, **text)[0]
+        torch.testing.assert_close(T2MGPT.from_pretrained(tmp_path / mode).eval()(codes, pooled, **text)[0], logits[mode])
+    assert not torch.allclose(logits["joint"], logits["separate"], atol=1e-4)  # same weights, other attention
+    config_path = tmp_path / "joint" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("text_attention")
+    config_path.write_text(json.dumps(config))
+    old = T2MGPT.from_pretrained(tmp_path / "joint").eval()
+    assert old.config.text_attention == "joint"
+    torch.testing.assert_close(old(codes, pooled, **text)[0], logits["joint"])
+    with pytest.raises(ValueError, match="text_attention"):
+        T2MGPT(text_conditioning="tokens", text_attention="cross")
 
 
 def test_order_aware_t2m_gpt_pipeline_round_trip(text_encoder, tmp_path):

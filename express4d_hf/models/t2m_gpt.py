@@ -386,10 +386,18 @@ GPT_PRESETS: dict[str, dict] = {
     # preset keeps the recipe but shrinks the model to 8 layers x 512 (8 heads, ~25M parameters) with more dropout.
     "paper": dict(hidden_size=512, num_layers=8, num_heads=8, dropout=0.2),
 }
-# The order-aware variant of each size: the same GPT attending to the text's token states.
-GPT_PRESETS["paper_order"] = dict(GPT_PRESETS["paper"], text_conditioning="tokens")
-GPT_PRESETS["tiny_order"] = dict(GPT_PRESETS["tiny"], text_conditioning="tokens")
+# The order-aware variant of each size: the same GPT attending to the text's token states, in a softmax of their
+# own ("separate"; see TEXT_ATTENTIONS).
+GPT_PRESETS["paper_order"] = dict(GPT_PRESETS["paper"], text_conditioning="tokens", text_attention="separate")
+GPT_PRESETS["tiny_order"] = dict(GPT_PRESETS["tiny"], text_conditioning="tokens", text_attention="separate")
 TEXT_CONDITIONINGS = ("pooled", "tokens")
+# How the codes attend to the text token states (order-aware variant), as in MDM (models.mdm.TEXT_ATTENTIONS).
+# "joint": the text keys share one softmax with the code keys (the first order-aware GPTs; the config default, so
+# their saved folders load as they were trained). At the paper preset that GPT followed the order no better than
+# the pooled one (order accuracy 0.21-0.29 at every kept checkpoint, H200, 2026-12-02): an autoregressive model
+# leans on the preceding codes, which outvote the text keys. "separate": the same queries attend to the text keys
+# in a softmax of their own and the two results are added (decoupled cross-attention).
+TEXT_ATTENTIONS = ("joint", "separate")
 
 
 class CausalSelfAttention(nn.Module):
@@ -397,9 +405,11 @@ class CausalSelfAttention(nn.Module):
     of the text token states placed ahead of the sequence (visible to every position, padding masked) and kept
     at the front of the cache."""
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float, text_memory: bool = False):
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, text_memory: bool = False,
+                 text_attention: str = "joint"):  # fmt: skip
         super().__init__()
         self.num_heads, self.dropout = num_heads, dropout
+        self.text_attention = text_attention if text_memory else None
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
         self.resid_dropout = nn.Dropout(dropout)
@@ -420,6 +430,11 @@ class CausalSelfAttention(nn.Module):
         if past is not None:
             past_len = past[0].shape[2] - prefix
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        present = (k, v)  # the cache keeps the text keys at the front in both modes
+        text_attended = None
+        if prefix and self.text_attention == "separate":
+            text_attended = self._text_attention(q, k[:, :, :prefix], v[:, :, :prefix], memory_mask)
+            k, v, prefix = k[:, :, prefix:], v[:, :, prefix:], 0
         if prefix:
             causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len)
             text = memory_mask.to(device=x.device, dtype=torch.bool)[:, None, None, :].expand(batch, 1, steps, prefix)
@@ -431,16 +446,28 @@ class CausalSelfAttention(nn.Module):
         else:
             mask, is_causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len), False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0)
+        if text_attended is not None:
+            y = y + text_attended
         y = y.transpose(1, 2).reshape(batch, steps, width)
-        return self.resid_dropout(self.proj(y)), (k, v)
+        return self.resid_dropout(self.proj(y)), present
+
+    def _text_attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """``"separate"``: ``q [B, heads, S, d]`` attending to the text keys alone. A row without text (every token
+        masked) attends to all of them with zeroed values, so it gets exactly zero instead of a NaN softmax."""
+        keep = memory_mask.to(device=q.device, dtype=torch.bool)
+        has_text = keep.any(-1)
+        mask = (keep | ~has_text[:, None])[:, None, None, :]
+        values = values * has_text[:, None, None, None].to(values.dtype)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
 
 
 class GPTBlock(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, ff_mult: int, dropout: float, text_memory: bool = False):
+    def __init__(self, hidden_size: int, num_heads: int, ff_mult: int, dropout: float, text_memory: bool = False,
+                 text_attention: str = "joint"):  # fmt: skip
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(hidden_size), nn.LayerNorm(hidden_size)
         self.ln_memory = nn.LayerNorm(hidden_size) if text_memory else None
-        self.attn = CausalSelfAttention(hidden_size, num_heads, dropout, text_memory)
+        self.attn = CausalSelfAttention(hidden_size, num_heads, dropout, text_memory, text_attention)
         self.mlp = nn.Sequential(
             nn.Linear(hidden_size, ff_mult * hidden_size), nn.GELU(), nn.Linear(ff_mult * hidden_size, hidden_size), nn.Dropout(dropout)
         )
@@ -476,6 +503,9 @@ class T2MGPT(ModelMixin, ConfigMixin):
         text_conditioning: ``"pooled"`` (upstream: the pooled sentence vector as the first token) or
             ``"tokens"`` (order-aware: that first token plus, in every layer, the text encoder's token states
             as extra keys/values; ``forward`` then needs ``text_token_states`` and ``text_mask``).
+        text_attention: how the codes attend to the token states (``"tokens"`` only; see ``TEXT_ATTENTIONS``):
+            ``"joint"`` (the default, so older folders load as trained): one softmax over text and code keys.
+            ``"separate"`` (the ``*_order`` presets): the text keys in a softmax of their own, added.
         max_text_tokens: longest token sequence the text positions cover (``"tokens"`` only).
         text_token_dim: width of the token states (``"tokens"`` only; None = ``text_dim``).
     """
@@ -494,12 +524,15 @@ class T2MGPT(ModelMixin, ConfigMixin):
         text_conditioning: str = "pooled",
         max_text_tokens: int = 64,
         text_token_dim: int | None = None,
+        text_attention: str = "joint",
     ):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
         if text_conditioning not in TEXT_CONDITIONINGS:
             raise ValueError(f"text_conditioning must be one of {TEXT_CONDITIONINGS}, got {text_conditioning!r}")
+        if text_attention not in TEXT_ATTENTIONS:
+            raise ValueError(f"text_attention must be one of {TEXT_ATTENTIONS}, got {text_attention!r}")
         self.uses_text_tokens = text_conditioning == "tokens"
         self.text_proj = nn.Linear(text_dim, hidden_size)
         if self.uses_text_tokens:
@@ -509,7 +542,7 @@ class T2MGPT(ModelMixin, ConfigMixin):
         self.position_embedding = nn.Parameter(torch.zeros(1, max_codes + 1, hidden_size))
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            GPTBlock(hidden_size, num_heads, ff_mult, dropout, self.uses_text_tokens) for _ in range(num_layers)
+            GPTBlock(hidden_size, num_heads, ff_mult, dropout, self.uses_text_tokens, text_attention) for _ in range(num_layers)
         )
         self.ln_f = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_codes + 1, bias=False)  # codes + end
