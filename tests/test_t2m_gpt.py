@@ -358,3 +358,36 @@ def test_gpt_monitors_the_validation_clips_when_they_are_held_out(tiny_dataset, 
     assert metadata["reconstruction_test"]["mse"] > 0 and metadata["reconstruction_test"]["mean_mse"] > 0
     with safe_open(tmp_path / TOKENS_NAME, "pt") as f:
         assert not any(key.startswith("test") for key in f.keys()) and any(key.startswith("validation") for key in f.keys())
+
+
+def test_the_tokenizer_keeps_its_best_weights_when_training_blows_up_late(tiny_dataset, tmp_path):
+    """A late blow-up (the paper preset's commitment went from ~0.3 to ~1e7 on the H200) must not end in the
+    saved tokenizer: with kept weights, train_vqvae reloads the step that reconstructs the held-out clips best.
+    The blow-up is simulated by a later kept weight file whose decoder output is wrecked."""
+    from safetensors.torch import load_file
+
+    from express4d_hf.data.hub import dataset_stats, load_express4d
+    from express4d_hf.data.splits import hold_out_validation
+    from express4d_hf.data.torch import MotionDataset
+    from express4d_hf.training.t2m_gpt import VQVAETrainConfig, reconstruction_error, select_tokenizer_weights, train_vqvae
+
+    vq = VQVAETrainConfig.preset("tiny", max_steps=30, batch_size=16, checkpoint_every=30, keep_weights_every=10,
+                                 validation_holdout=0.2)  # fmt: skip
+    model = train_vqvae(tiny_dataset, tmp_path / "vq", vq, progress=False)
+    selection = json.loads((tmp_path / "vq" / "training_metadata.json").read_text())["selection"]
+    assert selection["split"] == "validation" and set(selection["mse_by_step"]) == {"10", "20", "30"}
+    best = min(selection["mse_by_step"], key=lambda step: (selection["mse_by_step"][step], -int(step)))
+    assert selection["selected_step"] == int(best)
+    kept = load_file(str(tmp_path / "vq" / "weights" / f"step_{best}.safetensors"))
+    for name, tensor in model.state_dict().items():  # the returned (and saved) model is the selected step
+        torch.testing.assert_close(tensor, kept[name])
+
+    wrecked = {k: (v + 3.0 if k.startswith("decoder") and k.endswith("bias") else v) for k, v in model.state_dict().items()}
+    from safetensors.torch import save_file
+
+    save_file(wrecked, str(tmp_path / "vq" / "weights" / "step_40.safetensors"))  # a later, blown-up step
+    splits = hold_out_validation(load_express4d(tiny_dataset, progress=False), 0.2, 0)
+    clips = MotionDataset(splits["validation"], dataset_stats(tiny_dataset), train=False)
+    record = select_tokenizer_weights(model, tmp_path / "vq", clips, "validation")
+    assert record["last_step"] == 40 and record["selected_step"] == int(best) and record.get("worsened")
+    assert reconstruction_error(model, clips)["mse"] == pytest.approx(selection["mse_by_step"][best], rel=1e-4)

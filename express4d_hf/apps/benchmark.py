@@ -274,7 +274,7 @@ def _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir) -> list[tuple
         from ..training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig
 
         jobs.append(("t2m_gpt", t2m_dir, {
-            "vqvae": _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")), keep=False),
+            "vqvae": _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))),
             "gpt": _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt")))}))  # fmt: skip
     return jobs
 
@@ -627,7 +627,7 @@ def _train_order_stages(config, data_dir, fingerprint, mdm_dir, t2m_dir, pooled_
     if "t2m-gpt-order" in config.models:
         from ..training.t2m_gpt import VQVAE_STAGE_DIR, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
 
-        vq_cfg = _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")), keep=False)
+        vq_cfg = _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")))
         gpt_cfg = _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "gpt")))
         shared = pooled_t2m_dir / VQVAE_STAGE_DIR if "t2m-gpt" in config.models else None
         stage_config = {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg), "vqvae_shared": shared is not None}
@@ -694,14 +694,15 @@ def _validation_fraction(config: BenchmarkConfig) -> float:
     return EvaluatorTrainConfig.preset(config.preset, seed=config.seed).val_fraction
 
 
-def _selectable(config: BenchmarkConfig, stage_config: Any, keep: bool = True) -> Any:
-    """With ``select_checkpoints``: a generator's training config that holds the validation clips out of training
-    and (``keep``) keeps ``selection_points`` evenly spaced weight files to select from."""
+def _selectable(config: BenchmarkConfig, stage_config: Any) -> Any:
+    """With ``select_checkpoints``: a training config that holds the validation clips out of training and keeps
+    ``selection_points`` evenly spaced weight files to select from (a generator's by the evaluator's scores, the
+    VQ-VAE's by its reconstruction of the validation clips: ``training.t2m_gpt.select_tokenizer_weights``)."""
     if not config.select_checkpoints:
         return stage_config
     from dataclasses import replace
 
-    every = -(-stage_config.max_steps // max(1, config.selection_points)) if keep else 0
+    every = -(-stage_config.max_steps // max(1, config.selection_points))
     return replace(stage_config, validation_holdout=_validation_fraction(config), keep_weights_every=every)
 
 

@@ -97,7 +97,7 @@ class VQVAETrainConfig(_StepsMixin, LoopConfig):
             "tiny": dict(model_preset="tiny", max_steps=800, batch_size=64, learning_rate=1e-3, warmup_steps=50,
                          checkpoint_every=400, log_every=20, usage_every=100),
             "paper": dict(model_preset="paper", max_steps=50_000, batch_size=256, learning_rate=2e-4, warmup_steps=1000,
-                          checkpoint_every=5000, log_every=50, usage_every=500, compile=True),
+                          checkpoint_every=5000, log_every=50, usage_every=500, compile=True, keep_weights_every=2500),
         }  # fmt: skip
         if name not in presets:
             raise ValueError(f"unknown VQ-VAE training preset {name!r}; choose one of {sorted(presets)}")
@@ -288,6 +288,11 @@ def train_vqvae(
     )  # fmt: skip
     vqvae = result.model.to("cpu").eval()
     if _process_state().is_main_process:
+        selection = None
+        if config.keep_weights_every:  # held-out clips when there are some, else the training clips (never test)
+            split = "validation" if "validation" in splits else "train"
+            selection = select_tokenizer_weights(vqvae, out_dir, MotionDataset(splits[split], stats, train=False), split,
+                                                progress)
         test = MotionDataset(splits["test"], stats, train=False) if "test" in splits else None
         recon = reconstruction_error(vqvae, test) if test is not None and len(test) else None
         save_model_folder(vqvae, out_dir)
@@ -303,6 +308,7 @@ def train_vqvae(
             loop_seconds_all_runs=round(result.total_seconds, 1), execution=result.info,
             samples_per_s=round(result.samples_per_s, 1), reconstruction_test=recon, codebook=vqvae.codebook_usage(),
             final_loss=_last(result.losses, "loss"), parameters=sum(p.numel() for p in vqvae.parameters()),
+            selection=selection,
         ))  # fmt: skip
         logger.info("vqvae: test reconstruction %s, codebook %s", recon, vqvae.codebook_usage())
         failure = tokenizer_failure(recon)
@@ -311,6 +317,40 @@ def train_vqvae(
                            out_dir / "vqvae_loss.png")  # fmt: skip
     _process_state().wait_for_everyone()
     return vqvae
+
+
+def select_tokenizer_weights(vqvae: MotionVQVAE, out_dir: Path, clips, split: str, progress: bool = False) -> dict[str, Any] | None:
+    """Load into ``vqvae`` the kept weights (``keep_weights_every``) that reconstruct ``clips`` best, and say which.
+
+    Why: the paper-preset tokenizer can blow up late in training (commitment loss from ~0.3 to ~1e7 after step
+    5-6k of a 10k run on the H200, in two runs of 2026-12-02, while the reconstruction had been improving), and
+    the final weights then reconstruct worse than the mean. Choosing among the kept weights on clips other than
+    the test split keeps the last good tokenizer. Ties go to the later step.
+    """
+    from safetensors.torch import load_file
+    from tqdm.auto import tqdm
+
+    from ..evaluation.selection import saved_weights
+
+    kept = saved_weights(out_dir)
+    if not kept or not len(clips):
+        return None
+    mse = {}
+    for step, path in tqdm(kept, desc="vqvae: selecting weights", disable=not progress, leave=False):
+        vqvae.load_state_dict(load_file(str(path)))
+        mse[step] = reconstruction_error(vqvae, clips)["mse"]
+    best = min(mse, key=lambda step: (mse[step], -step))
+    vqvae.load_state_dict(load_file(str(dict(kept)[best])))
+    vqvae.eval()
+    last = kept[-1][0]
+    record = {"criterion": f"lowest reconstruction MSE on the {split} clips (never test); ties: the later step",
+              "split": split, "clips": len(clips), "selected_step": best, "last_step": last,
+              "mse_by_step": {str(step): round(value, 6) for step, value in mse.items()}}  # fmt: skip
+    if best != last and mse[last] > 1.1 * mse[best]:
+        record["worsened"] = True
+        logger.warning("vqvae: the reconstruction got worse after step %d (%s MSE %.4f there, %.4f at step %d): the "
+                       "training was unstable; keeping step %d", best, split, mse[best], mse[last], last, best)  # fmt: skip
+    return record
 
 
 def save_model_folder(model, out_dir: Path) -> None:
