@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from express4d_hf.evaluation.scoring import pipeline_generate_fn
     from express4d_hf.evaluation.selection import load_weights, saved_weights
     from express4d_hf.pipelines.loading import load_pipeline
+    from express4d_hf.training.common import write_json
 
     call = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.call)}
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         results["folders"][str(folder)] = rows
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results)
     return 0
 
 

@@ -296,6 +296,36 @@ def test_order_aware_t2m_gpt_pipeline_round_trip(text_encoder, tmp_path):
     np.testing.assert_allclose(again[1].values, motions[1].values, atol=1e-5)
 
 
+def test_order_by_checkpoint_scores_every_kept_weight_file(text_encoder, tmp_path):
+    """``bench/order_by_checkpoint.py`` probes each ``weights/step_*.safetensors`` of a pipeline folder: one row per
+    kept file, in step order, each with its accuracy inside its bootstrap interval."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "order_by_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("order_by_checkpoint", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    tokenizer, encoder = text_encoder
+    gpt = T2MGPT.from_preset("tiny_order", num_codes=32, hidden_size=64)
+    pipe = Express4DT2MGPTPipeline.from_components(MotionVQVAE.from_preset("tiny", num_codes=32), gpt,
+                                                   text_encoder=encoder, tokenizer=tokenizer)  # fmt: skip
+    pipe.save_pretrained(tmp_path / "gpt")
+    (tmp_path / "gpt" / "weights").mkdir()
+    for step in (5, 10):
+        torch.manual_seed(step)
+        other = T2MGPT.from_preset("tiny_order", num_codes=32, hidden_size=64)
+        save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "gpt" / "weights" / f"step_{step}.safetensors"))
+    assert module.main([str(tmp_path / "gpt"), "--json", str(tmp_path / "out.json")]) == 0
+    rows = json.loads((tmp_path / "out.json").read_text())["folders"][str(tmp_path / "gpt")]
+    assert [row["step"] for row in rows] == [5, 10]
+    assert all(0.0 <= row["ci"][0] <= row["order_accuracy"] <= row["ci"][1] <= 1.0 for row in rows)
+
+
 # --- trainers' caches --------------------------------------------------------------------------------------
 def test_caption_table_carries_token_states(text_encoder):
     from express4d_hf.training.common import embed_caption_set
