@@ -232,6 +232,19 @@ def test_a_tokenizer_that_learnt_nothing_is_flagged_under_the_table(tmp_path):
     assert _tokenizer_notes(tmp_path / "missing") == ""
 
 
+def test_the_note_under_the_table_names_the_tokenizer_step_that_was_kept(tmp_path):
+    from express4d_hf.apps.benchmark import _tokenizer_notes
+    from express4d_hf.training.t2m_gpt import VQVAE_STAGE_DIR
+
+    selection = {"split": "validation", "clips": 145, "selected_step": 5000, "last_step": 10000, "worsened": True,
+                 "mse_by_step": {"5000": 0.2012, "10000": 1.7043}}  # fmt: skip
+    (tmp_path / "t2m_gpt" / VQVAE_STAGE_DIR).mkdir(parents=True)
+    (tmp_path / "t2m_gpt" / VQVAE_STAGE_DIR / "training_metadata.json").write_text(json.dumps({"selection": selection}))
+    notes = _tokenizer_notes(tmp_path)
+    assert "T2M-GPT tokenizer: step 5000 of the 2 kept" in notes and "145 validation clips (0.2012" in notes
+    assert "10000: 1.7043, worse: the training was unstable" in notes and "order-aware" not in notes
+
+
 def test_the_order_aware_mdm_gets_the_1000_step_row_only_on_request():
     from express4d_hf.apps.benchmark import BenchmarkConfig, scores_full_ddpm
 

@@ -787,9 +787,25 @@ def _write_samples(folder: Path, pipelines: dict[str, tuple[Any, dict]], clips: 
 
 
 def _tokenizer_notes(out: Path) -> str:
-    """A warning under the table when a T2M-GPT row's tokenizer learnt nothing (its rows are not results)."""
-    lines = [f"- **{ROW_TITLES[name]}: not a result:** {why}; its training failed (its vqvae_loss.png shows how)."
-             for name in ("t2m_gpt", "t2m_gpt_order") if (why := _unsound_output(name, out / name))]  # fmt: skip
+    """Under the table: which kept weights each T2M-GPT tokenizer reloaded (``select_tokenizer_weights``), and a
+    warning when a row's tokenizer learnt nothing (its rows are not results)."""
+    from ..training.t2m_gpt import VQVAE_STAGE_DIR
+
+    lines = []
+    for name in ("t2m_gpt", "t2m_gpt_order"):
+        try:
+            selection = json.loads((out / name / VQVAE_STAGE_DIR / "training_metadata.json").read_text()).get("selection")
+        except (OSError, json.JSONDecodeError):
+            selection = None
+        if selection:
+            mse = selection["mse_by_step"]
+            lines.append(f"- {ROW_TITLES[name]} tokenizer: step {selection['selected_step']} of the {len(mse)} kept, the "
+                         f"lowest reconstruction MSE on {selection['clips']} {selection['split']} clips "
+                         f"({mse[str(selection['selected_step'])]:.4f}; the last step, {selection['last_step']}: "
+                         f"{mse[str(selection['last_step'])]:.4f}"
+                         f"{', worse: the training was unstable' if selection.get('worsened') else ''})")  # fmt: skip
+    lines += [f"- **{ROW_TITLES[name]}: not a result:** {why}; its training failed (its vqvae_loss.png shows how)."
+              for name in ("t2m_gpt", "t2m_gpt_order") if (why := _unsound_output(name, out / name))]  # fmt: skip
     return "\n" + "\n".join(lines) + "\n" if lines else ""
 
 
