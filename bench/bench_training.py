@@ -15,8 +15,16 @@ schedule extrapolated from the fast loop's step time. ``--device cpu --smoke`` r
 steps (under three minutes on a 2-core CPU; CI runs it): only the eager and fast columns (on a CPU the fast
 loop is the eager loop, without graph or bf16).
 
+``--together VARIANT`` then runs the stages at once, one process each (as ``express4d benchmark`` trains them on
+one GPU), each timing VARIANT for the same wall-clock window after all have warmed up, and reports each stage's
+step time together against alone and the *overlap*: the sum of (alone / together) rates, 1.0 when the processes
+only take turns (time slicing), up to the number of stages when they overlap perfectly. ``--mps`` runs that
+under CUDA MPS (a private ``nvidia-cuda-mps-control`` daemon), which lets kernels of different processes share
+the GPU's multiprocessors at the same time instead of taking turns.
+
     python bench/bench_training.py --device cpu --smoke
     python bench/bench_training.py --preset paper --json out/bench_training.json     # one GPU
+    python bench/bench_training.py --preset paper --stages mdm,vqvae,gpt --variants compiled --together compiled --mps
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -177,8 +186,12 @@ class _Fixed:
         return self.fixed
 
 
-def time_variant(stage: dict[str, Any], variant: str, device: torch.device, seconds: float, min_steps: int) -> dict[str, Any]:
-    """Milliseconds per step of the loop's step in ``variant`` (``eager``, ``fast``, ``compiled`` or ``limit``)."""
+def time_variant(stage: dict[str, Any], variant: str, device: torch.device, seconds: float, min_steps: int,
+                 start: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Milliseconds per step of the loop's step in ``variant`` (``eager``, ``fast``, ``compiled`` or ``limit``).
+
+    ``start``: called after the warm-up; the timed loop then runs for ``seconds`` of wall-clock time (at least
+    ``min_steps``) instead of a step count, so processes started together time the same window (``--together``)."""
     import copy
 
     from express4d_hf.training.common import EMA, _TrainStep, cosine_schedule, make_optimizer, step_seed
@@ -228,11 +241,20 @@ def time_variant(stage: dict[str, Any], variant: str, device: torch.device, seco
     sync(device)
     per = (time.perf_counter() - t0) / probe
     steps = max(min_steps, int(seconds / max(per, 1e-4)))
+    if start is not None:
+        start()
     with BusySampler(device) as busy:
         sync(device)
         t0 = time.perf_counter()
-        for step in range(10, 10 + steps):
-            one(step)
+        if start is None:
+            for step in range(10, 10 + steps):
+                one(step)
+        else:  # a wall-clock window (checked every 5 steps, without synchronising)
+            steps = 0
+            while steps < min_steps or time.perf_counter() - t0 < seconds:
+                for _ in range(5):
+                    one(10 + steps)
+                    steps += 1
         sync(device)
         elapsed = time.perf_counter() - t0
     loss = float(running["loss"]) / (steps + 10) if "loss" in running else None
@@ -254,6 +276,82 @@ def order_over_pooled(rows: dict[str, dict[str, Any]], variants: list[str]) -> d
     return ratios
 
 
+class _Barrier:
+    """Start line for processes in a folder: each writes ``<name>.ready`` and waits for ``go``."""
+
+    def __init__(self, folder: str, name: str):
+        self.folder, self.name = Path(folder), name
+
+    def __call__(self) -> None:
+        (self.folder / f"{self.name}.ready").touch()
+        deadline = time.time() + 1800
+        while not (self.folder / "go").exists():
+            if time.time() > deadline:
+                raise TimeoutError(f"{self.folder}: no start signal after 30 min")
+            time.sleep(0.05)
+
+
+class _MPSDaemon:
+    """A private CUDA MPS control daemon for the ``with`` block: its pipe and log folders under ``folder``; the
+    environment its clients need is ``self.env``."""
+
+    def __init__(self, folder: Path):
+        self.env = {"CUDA_MPS_PIPE_DIRECTORY": str(folder / "mps_pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "mps_log")}
+
+    def __enter__(self):
+        for path in self.env.values():
+            Path(path).mkdir(parents=True, exist_ok=True)
+        subprocess.run(["nvidia-cuda-mps-control", "-d"], env={**os.environ, **self.env}, check=True)
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, env={**os.environ, **self.env}, check=False)
+
+
+def run_together(stages: list[str], variant: str, args, alone: dict[str, Any], mps: bool) -> dict[str, Any]:
+    """Every stage at once, one process each, timing ``variant`` in the same wall-clock window; with the alone
+    figures of this run, each stage's slowdown and the overlap (sum of alone/together step-time ratios)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench_together_") as tmp:
+        folder = Path(tmp)
+        env = {**os.environ}
+        daemon = _MPSDaemon(folder) if mps else None
+        if daemon is not None:
+            daemon.__enter__()
+            env.update(daemon.env)
+        try:
+            procs = {}
+            for stage in stages:
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--preset", args.preset_resolved,
+                       "--stages", stage, "--variants", variant, "--seconds", str(args.seconds), "--json", str(folder / f"{stage}.json"),
+                       "--barrier", str(folder)] + (["--data", args.data] if args.data else []) + (["--smoke"] if args.smoke else [])  # fmt: skip
+                procs[stage] = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            while not all((folder / f"{stage}.ready").exists() for stage in stages):
+                failed = [stage for stage, proc in procs.items() if proc.poll() not in (None, 0)]
+                if failed:
+                    raise RuntimeError(f"--together: stage {failed[0]} failed before the start: {procs[failed[0]].stderr.read()[-2000:]}")
+                time.sleep(0.1)
+            (folder / "go").touch()
+            for stage, proc in procs.items():
+                if proc.wait() != 0:
+                    raise RuntimeError(f"--together: stage {stage} failed: {proc.stderr.read()[-2000:]}")
+            rows = {stage: json.loads((folder / f"{stage}.json").read_text())["stages"][stage][variant] for stage in stages}
+        finally:
+            if daemon is not None:
+                daemon.__exit__(None, None, None)
+    result: dict[str, Any] = {"variant": variant, "mps": mps, "stages": {}}
+    overlap = 0.0
+    for stage in stages:
+        together = rows[stage]["ms_per_step"]
+        by_itself = alone.get(stage, {}).get(variant, {}).get("ms_per_step")
+        result["stages"][stage] = {"alone_ms": by_itself, "together_ms": together, "gpu_busy_pct": rows[stage].get("gpu_busy_pct"),
+                                   "slowdown": round(together / by_itself, 2) if by_itself else None}  # fmt: skip
+        overlap += by_itself / together if by_itself else 0.0
+    result["overlap"] = round(overlap, 2)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -265,9 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per variant (default 3)")
     parser.add_argument("--smoke", action="store_true", help="a few steps per variant (CI)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--together", default=None, metavar="VARIANT",
+                        help="then run the stages at once, one process each, timing VARIANT (one of --variants) in one window")  # fmt: skip
+    parser.add_argument("--mps", action="store_true", help="with --together on a GPU: under a private CUDA MPS daemon")
+    parser.add_argument("--barrier", default=None, help=argparse.SUPPRESS)  # internal: the start line of --together
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     preset = args.preset or ("paper" if device.type == "cuda" else "tiny")
+    args.preset_resolved = preset
     variants = (args.variants or ("eager,fast,limit" if device.type == "cuda" else "eager,fast")).split(",")
     seconds, min_steps = (0.0, 3) if args.smoke else (args.seconds, 20)
     if device.type == "cpu":
@@ -278,13 +381,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(stages) - set(STAGES + ORDER_STAGES)
     if unknown:
         parser.error(f"unknown stage(s) {sorted(unknown)}; choose from {','.join(STAGES + ORDER_STAGES)}")
+    if args.together and args.together not in variants:
+        parser.error(f"--together {args.together}: time it alone too (add it to --variants)")
+    if args.mps and (device.type != "cuda" or not args.together):
+        parser.error("--mps goes with --together on a GPU")
+    if args.mps and shutil.which("nvidia-cuda-mps-control") is None:
+        parser.error("--mps: nvidia-cuda-mps-control is not on the PATH (it comes with the NVIDIA driver's utilities)")
     print(f"# training speed, {preset} preset, {name}")
     for stage_name in stages:
         stage = build_stage(stage_name, preset, args.data, device)
         row: dict[str, Any] = {"batch_size": stage["loop"].batch_size, "schedule_steps": stage["schedule"]}
         for variant in variants:
             try:
-                row[variant] = time_variant(stage, variant, device, seconds, min_steps)
+                start = _Barrier(args.barrier, stage_name) if args.barrier else None
+                row[variant] = time_variant(stage, variant, device, seconds, min_steps, start)
             except Exception as err:  # noqa: BLE001 - a variant that fails is reported, the others still run
                 row[variant] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
             torch._dynamo.reset()
@@ -315,6 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     if ratios:
         results["order_over_pooled"] = ratios
         print("\norder-aware / pooled step time: " + "; ".join(f"{stage} {variant} {ratio}x" for stage, by in ratios.items() for variant, ratio in by.items()))
+    if args.together:
+        together = run_together(stages, args.together, args, results["stages"], args.mps)
+        results["together"] = together
+        print(f"\n{len(stages)} stages at once ({args.together}{', MPS' if args.mps else ''}): overlap {together['overlap']}x "
+              f"(1.0 = taking turns, {len(stages)} = perfect)")  # fmt: skip
+        for stage, row in together["stages"].items():
+            print(f"  {stage:>12}: {row['alone_ms']} ms alone, {row['together_ms']} ms together ({row['slowdown']}x), "
+                  f"GPU busy {row['gpu_busy_pct']}")  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

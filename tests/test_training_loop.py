@@ -231,6 +231,27 @@ def test_bench_training_smoke_on_cpu(tmp_path):
         assert row["eager"]["ms_per_step"] > 0 and row["fast"]["ms_per_step"] > 0 and row["full_schedule_min"] > 0
 
 
+def test_bench_training_times_stages_together_in_one_window(tmp_path):
+    """`--together` runs the stages at once, one process each, after a common start line, and reports each
+    stage's step time beside its time alone and the overlap (1 = taking turns, N = perfect)."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_training.py"
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--smoke", "--stages", "movement,vqvae", "--variants",
+                           "eager", "--together", "eager", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    together = json.loads(out.read_text())["together"]
+    assert set(together["stages"]) == {"movement", "vqvae"} and not together["mps"]
+    for row in together["stages"].values():
+        assert row["alone_ms"] > 0 and row["together_ms"] > 0 and row["slowdown"] > 0
+    assert 0 < together["overlap"] <= 2 * 1.5  # two stages; noise on a shared CPU aside
+    bad = subprocess.run([sys.executable, str(script), "--device", "cpu", "--smoke", "--variants", "eager", "--together", "fast"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "add it to --variants" in bad.stderr
+
+
 def test_evaluator_gru_without_packing_matches_the_packed_one():
     """The padded form (static shapes, for CUDA graphs) equals pack_padded_sequence within 1e-5."""
     from express4d_hf.models.evaluator import BiGRUEncoder
