@@ -316,6 +316,8 @@ def train_vqvae(
             logger.warning("vqvae: %s: T2M-GPT trained on its codes cannot generate motion; see %s", failure,
                            out_dir / "vqvae_loss.png")  # fmt: skip
     _process_state().wait_for_everyone()
+    if config.keep_weights_every and not _process_state().is_main_process:
+        vqvae = MotionVQVAE.from_pretrained(out_dir).eval()  # the weights the main process selected and saved
     return vqvae
 
 
