@@ -311,35 +311,40 @@ class _MPSDaemon:
 def run_together(stages: list[str], variant: str, args, alone: dict[str, Any], mps: bool) -> dict[str, Any]:
     """Every stage at once, one process each, timing ``variant`` in the same wall-clock window; with the alone
     figures of this run, each stage's slowdown and the overlap (sum of alone/together step-time ratios)."""
+    import contextlib
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="bench_together_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_together_") as tmp, \
+            (_MPSDaemon(Path(tmp)) if mps else contextlib.nullcontext()) as daemon:  # fmt: skip
         folder = Path(tmp)
-        env = {**os.environ}
-        daemon = _MPSDaemon(folder) if mps else None
-        if daemon is not None:
-            daemon.__enter__()
-            env.update(daemon.env)
+        env = {**os.environ, **(daemon.env if daemon is not None else {})}
+        procs: dict[str, subprocess.Popen] = {}
+
+        def failure(stage: str) -> str:  # the child's stderr goes to a file: a pipe left unread can fill and block it
+            return (folder / f"{stage}.err").read_text()[-2000:]
+
         try:
-            procs = {}
             for stage in stages:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--preset", args.preset_resolved,
                        "--stages", stage, "--variants", variant, "--seconds", str(args.seconds), "--json", str(folder / f"{stage}.json"),
                        "--barrier", str(folder)] + (["--data", args.data] if args.data else []) + (["--smoke"] if args.smoke else [])  # fmt: skip
-                procs[stage] = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                with open(folder / f"{stage}.err", "w") as err:
+                    procs[stage] = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
             while not all((folder / f"{stage}.ready").exists() for stage in stages):
                 failed = [stage for stage, proc in procs.items() if proc.poll() not in (None, 0)]
                 if failed:
-                    raise RuntimeError(f"--together: stage {failed[0]} failed before the start: {procs[failed[0]].stderr.read()[-2000:]}")
+                    raise RuntimeError(f"--together: stage {failed[0]} failed before the start: {failure(failed[0])}")
                 time.sleep(0.1)
             (folder / "go").touch()
             for stage, proc in procs.items():
                 if proc.wait() != 0:
-                    raise RuntimeError(f"--together: stage {stage} failed: {proc.stderr.read()[-2000:]}")
+                    raise RuntimeError(f"--together: stage {stage} failed: {failure(stage)}")
             rows = {stage: json.loads((folder / f"{stage}.json").read_text())["stages"][stage][variant] for stage in stages}
         finally:
-            if daemon is not None:
-                daemon.__exit__(None, None, None)
+            for proc in procs.values():  # after a failure the others would wait at the start line
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
     result: dict[str, Any] = {"variant": variant, "mps": mps, "stages": {}}
     overlap = 0.0
     for stage in stages:

@@ -804,8 +804,9 @@ def _tokenizer_notes(out: Path) -> str:
                          f"({mse[str(selection['selected_step'])]:.4f}; the last step, {selection['last_step']}: "
                          f"{mse[str(selection['last_step'])]:.4f}"
                          f"{', worse: the training was unstable' if selection.get('worsened') else ''})")  # fmt: skip
-    lines += [f"- **{ROW_TITLES[name]}: not a result:** {why}; its training failed (its vqvae_loss.png shows how)."
-              for name in ("t2m_gpt", "t2m_gpt_order") if (why := _unsound_output(name, out / name))]  # fmt: skip
+        why = _unsound_output(name, out / name)
+        if why:
+            lines.append(f"- **{ROW_TITLES[name]}: not a result:** {why}; its training failed (its vqvae_loss.png shows how).")
     return "\n" + "\n".join(lines) + "\n" if lines else ""
 
 

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from ..core.arkit import NUM_CHANNELS
 from ..core.constants import MAX_FRAMES
+from .text import separate_text_masks
 
 # Architecture presets. "paper" is MDM's HumanML3D configuration (8 layers, latent 512, 4 heads, ff 1024,
 # GELU, dropout 0.1, one token per frame) as used by the Express4D paper. "tiny" trains in minutes on a
@@ -123,15 +124,6 @@ class MDMBlock(nn.Module):
         memory = self.norm_memory(memory)
         return self.memory_kv(memory).view(batch, memory.shape[1], 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
 
-    @staticmethod
-    def text_masks(text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(attn_mask [B, 1, 1, M], has_text [B, 1, 1, 1])`` of the text keys for ``"separate"`` /
-        ``"cross"`` (computed once per forward, shared by the layers). A row whose text is fully masked
-        (classifier-free guidance's unconditional branch) would give NaN: it attends to every key instead, and
-        :meth:`MDMDenoiser.text_memory` zeroes its values, so its text attention is exactly zero."""
-        any_text = text_mask.any(-1)
-        return (text_mask | ~any_text[:, None])[:, None, None, :], any_text[:, None, None, None]
-
     def _text_attention(self, q: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor) -> torch.Tensor:
         """``q [B, heads, N, d]`` attending to the text keys alone (a softmax of their own)."""
         return F.scaled_dot_product_attention(
@@ -165,7 +157,7 @@ class MDMBlock(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, text_kv=None, text_mask=None) -> torch.Tensor:
         """``text_kv``: this layer's keys and values of the text token states (order-aware variant,
         :meth:`text_keys_values`); ``text_mask``: the text keys' attention mask (``"separate"`` and ``"cross"``,
-        :meth:`text_masks`; ``"joint"`` has them in ``attn_mask``)."""
+        ``models.text.separate_text_masks``; ``"joint"`` has them in ``attn_mask``)."""
         cross = text_kv is not None and self.text_attention == "cross"
         if self.norm_first:
             x = x + self._attention(self.norm1(x), attn_mask, text_kv, text_mask)
@@ -304,8 +296,8 @@ class MDMDenoiser(ModelMixin, ConfigMixin):
             memory = memory.to(dtype)
         keys_values = [layer.text_keys_values(memory) for layer in self.layers]
         attn_mask = None
-        if self.config.text_attention != "joint":  # text-less rows attend to zero values (MDMBlock.text_masks)
-            attn_mask, has_text = MDMBlock.text_masks(keep)
+        if self.config.text_attention != "joint":  # text-less rows attend to zero values (separate_text_masks)
+            attn_mask, has_text = separate_text_masks(keep)
             keys_values = [(k, v * has_text.to(v.dtype)) for k, v in keys_values]
         return TextMemory(keep, keys_values, attn_mask)
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..core.arkit import NUM_CHANNELS
 from ..core.constants import MAX_FRAMES, MIN_FRAMES
+from .text import separate_text_masks
 
 # --- VQ-VAE ---------------------------------------------------------------------------------------------
 VQVAE_PRESETS: dict[str, dict] = {
@@ -417,15 +418,20 @@ class CausalSelfAttention(nn.Module):
         self.memory_kv = nn.Linear(hidden_size, 2 * hidden_size) if text_memory else None
 
     def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
-                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None):  # fmt: skip
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+                separate_masks: tuple[torch.Tensor, torch.Tensor] | None = None):  # fmt: skip
         """``memory [B, M, H]`` (first pass only; later passes find it in ``past``) and ``memory_mask [B, M]``
-        (every pass, True on real text tokens) when the model attends to text tokens."""
+        (every pass, True on real text tokens) when the model attends to text tokens; ``"separate"`` also takes
+        the text keys' ``models.text.separate_text_masks`` (every pass, computed once per forward)."""
         batch, steps, width = x.shape
         heads = self.num_heads
         q, k, v = self.qkv(x).view(batch, steps, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
         prefix = 0 if memory_mask is None else memory_mask.shape[1]
+        separate = prefix and self.text_attention == "separate"
         if memory is not None:
             mk, mv = self.memory_kv(memory).view(batch, prefix, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
+            if separate:  # a text-less row's values are zero (so are they in the cache): its text attention is 0
+                mv = mv * separate_masks[1].to(mv.dtype)
             k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)
         past_len = 0
         if past is not None:
@@ -433,8 +439,9 @@ class CausalSelfAttention(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         present = (k, v)  # the cache keeps the text keys at the front in both modes
         text_attended = None
-        if prefix and self.text_attention == "separate":
-            text_attended = self._text_attention(q, k[:, :, :prefix], v[:, :, :prefix], memory_mask)
+        if separate:  # the text keys in a softmax of their own, added below
+            text_attended = F.scaled_dot_product_attention(q, k[:, :, :prefix], v[:, :, :prefix], attn_mask=separate_masks[0],
+                                                           dropout_p=self.dropout if self.training else 0.0)  # fmt: skip
             k, v, prefix = k[:, :, prefix:], v[:, :, prefix:], 0
         if prefix:
             causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len)
@@ -452,15 +459,6 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(batch, steps, width)
         return self.resid_dropout(self.proj(y)), present
 
-    def _text_attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
-        """``"separate"``: ``q [B, heads, S, d]`` attending to the text keys alone. A row without text (every token
-        masked) attends to all of them with zeroed values, so it gets exactly zero instead of a NaN softmax."""
-        keep = memory_mask.to(device=q.device, dtype=torch.bool)
-        has_text = keep.any(-1)
-        mask = (keep | ~has_text[:, None])[:, None, None, :]
-        values = values * has_text[:, None, None, None].to(values.dtype)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-
 
 class GPTBlock(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, ff_mult: int, dropout: float, text_memory: bool = False,
@@ -473,9 +471,9 @@ class GPTBlock(nn.Module):
             nn.Linear(hidden_size, ff_mult * hidden_size), nn.GELU(), nn.Linear(ff_mult * hidden_size, hidden_size), nn.Dropout(dropout)
         )
 
-    def forward(self, x: torch.Tensor, past=None, memory=None, memory_mask=None):
+    def forward(self, x: torch.Tensor, past=None, memory=None, memory_mask=None, separate_masks=None):
         memory = self.ln_memory(memory) if memory is not None else None
-        attended, present = self.attn(self.ln1(x), past, memory, memory_mask)
+        attended, present = self.attn(self.ln1(x), past, memory, memory_mask, separate_masks)
         x = x + attended
         return x + self.mlp(self.ln2(x)), present
 
@@ -611,10 +609,13 @@ class T2MGPT(ModelMixin, ConfigMixin):
         x = self.drop(x + self.position_embedding[:, past_len : past_len + x.shape[1]])
         if memory is not None:
             memory = self.drop(memory.to(x.dtype))
+        separate_masks = None
+        if self.uses_text_tokens and self.config.text_attention == "separate":
+            separate_masks = separate_text_masks(text_mask.to(device=x.device, dtype=torch.bool))
         presents = []
         for i, block in enumerate(self.blocks):
             x, present = block(x, None if past_key_values is None else past_key_values[i], memory,
-                               text_mask if self.uses_text_tokens else None)  # fmt: skip
+                               text_mask if self.uses_text_tokens else None, separate_masks)  # fmt: skip
             presents.append(present)
         logits = self.head(self.ln_f(x))
         return logits, (presents if use_cache else None)

