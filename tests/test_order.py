@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from express4d_hf.evaluation.order import (
     ORDER_PROBES,
@@ -249,6 +250,37 @@ def test_order_aware_gpt_cache_matches_full_forward_and_masks_padding(text_atten
     assert torch.isfinite(out).all()
     if text_attention == "separate":  # then the text adds exactly nothing: any token states give the same logits
         torch.testing.assert_close(gpt(codes, pooled, text_token_states=torch.randn(2, 6, 384), text_mask=textless)[0], out)
+
+
+def test_additive_separate_mask_is_aligned_and_attends_like_the_boolean_one():
+    """The GPT's additive mask (rows on 16-element boundaries, so SDPA's CUDA kernel needs no copy per layer)
+    selects the same keys as the boolean mask, a text-less row included."""
+    from express4d_hf.models.text import attention_dtype, separate_text_masks
+
+    mask = torch.tensor([[True] * 5 + [False] * 14, [False] * 19, [True] * 19])
+    boolean, has_text = separate_text_masks(mask)
+    additive, has_text_too = separate_text_masks(mask, torch.float32)
+    assert additive.dtype == torch.float32 and additive.shape == boolean.shape == (3, 1, 1, 19)
+    assert additive.stride(0) % 16 == 0 and additive.stride(-1) == 1
+    assert torch.equal(additive == 0, boolean) and torch.equal(has_text, has_text_too) and has_text.flatten().tolist() == [True, False, True]
+    q, k, v = torch.randn(3, 2, 4, 8), torch.randn(3, 2, 19, 8), torch.randn(3, 2, 19, 8)
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v, attn_mask=additive),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=boolean))  # fmt: skip
+    x = torch.randn(2, 3)
+    assert attention_dtype(x) == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert attention_dtype(x) == torch.bfloat16
+
+
+def test_separate_gpt_runs_under_bf16_autocast():
+    torch.manual_seed(0)
+    gpt = T2MGPT.from_preset("tiny_order", num_codes=32, hidden_size=64).train()
+    codes, pooled = torch.randint(0, 32, (2, 9)), torch.randn(2, 384)
+    states, mask = torch.randn(2, 6, 384), torch.tensor([[True] * 6, [False] * 6])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = gpt.compute_loss(codes, torch.tensor([9, 5]), pooled, text_token_states=states, text_mask=mask).loss
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in gpt.parameters() if p.grad is not None)
 
 
 def test_gpt_text_attention_is_saved_and_old_order_aware_configs_load_as_joint(tmp_path):

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..core.arkit import NUM_CHANNELS
 from ..core.constants import MAX_FRAMES, MIN_FRAMES
-from .text import separate_text_masks
+from .text import attention_dtype, separate_text_masks
 
 # --- VQ-VAE ---------------------------------------------------------------------------------------------
 VQVAE_PRESETS: dict[str, dict] = {
@@ -404,8 +404,9 @@ TEXT_ATTENTIONS = ("joint", "separate")
 
 class CausalSelfAttention(nn.Module):
     """Causal self-attention with a key-value cache; optionally with a text memory: ``memory_kv`` keys/values
-    of the text token states placed ahead of the sequence (visible to every position, padding masked) and kept
-    at the front of the cache."""
+    of the text token states, visible to every position (padding masked) and kept in the cache. ``"joint"``
+    places them ahead of the sequence's keys (one softmax; the cache ``(k, v)`` has them at the front);
+    ``"separate"`` keeps them apart (their own softmax; the cache is ``(k, v, text_k, text_v)``)."""
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float, text_memory: bool = False,
                  text_attention: str = "joint"):  # fmt: skip
@@ -417,32 +418,33 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
         self.memory_kv = nn.Linear(hidden_size, 2 * hidden_size) if text_memory else None
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, ...] | None = None,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 separate_masks: tuple[torch.Tensor, torch.Tensor] | None = None):  # fmt: skip
         """``memory [B, M, H]`` (first pass only; later passes find it in ``past``) and ``memory_mask [B, M]``
-        (every pass, True on real text tokens) when the model attends to text tokens; ``"separate"`` also takes
-        the text keys' ``models.text.separate_text_masks`` (every pass, computed once per forward)."""
+        (every pass, True on real text tokens) when the model attends to text tokens; ``"separate"`` takes the
+        text keys' ``models.text.separate_text_masks`` instead of ``memory_mask`` (every pass, computed once per
+        forward)."""
         batch, steps, width = x.shape
         heads = self.num_heads
+        dropout = self.dropout if self.training else 0.0
         q, k, v = self.qkv(x).view(batch, steps, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-        prefix = 0 if memory_mask is None else memory_mask.shape[1]
-        separate = prefix and self.text_attention == "separate"
-        if memory is not None:
+        text_kv = None  # "separate": the text keys and values, attended apart from the sequence's
+        if separate_masks is not None:
+            if memory is not None:  # a text-less row's values are zero (so are they in the cache): its text attention is 0
+                mk, mv = self.memory_kv(memory).view(batch, -1, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
+                text_kv = (mk, mv * separate_masks[1].to(mv.dtype))
+            else:
+                text_kv = past[2:]
+        prefix = 0 if memory_mask is None or text_kv is not None else memory_mask.shape[1]  # "joint" text keys in k, v
+        if memory is not None and prefix:
             mk, mv = self.memory_kv(memory).view(batch, prefix, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
-            if separate:  # a text-less row's values are zero (so are they in the cache): its text attention is 0
-                mv = mv * separate_masks[1].to(mv.dtype)
             k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)
         past_len = 0
         if past is not None:
             past_len = past[0].shape[2] - prefix
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        present = (k, v)  # the cache keeps the text keys at the front in both modes
-        text_attended = None
-        if separate:  # the text keys in a softmax of their own, added below
-            text_attended = F.scaled_dot_product_attention(q, k[:, :, :prefix], v[:, :, :prefix], attn_mask=separate_masks[0],
-                                                           dropout_p=self.dropout if self.training else 0.0)  # fmt: skip
-            k, v, prefix = k[:, :, prefix:], v[:, :, prefix:], 0
+        present = (k, v) if text_kv is None else (k, v, *text_kv)
         if prefix:
             causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len)
             text = memory_mask.to(device=x.device, dtype=torch.bool)[:, None, None, :].expand(batch, 1, steps, prefix)
@@ -453,9 +455,9 @@ class CausalSelfAttention(nn.Module):
             mask, is_causal = None, False  # one new token attends to everything before it
         else:
             mask, is_causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len), False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0)
-        if text_attended is not None:
-            y = y + text_attended
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+        if text_kv is not None:  # the text keys in a softmax of their own, added
+            y = y + F.scaled_dot_product_attention(q, *text_kv, attn_mask=separate_masks[0], dropout_p=dropout)
         y = y.transpose(1, 2).reshape(batch, steps, width)
         return self.resid_dropout(self.proj(y)), present
 
@@ -598,7 +600,9 @@ class T2MGPT(ModelMixin, ConfigMixin):
                 states = text_token_states.to(self.text_token_proj.weight.dtype)
                 memory = self.text_token_proj(states * text_mask[..., None].to(states.dtype))
                 memory = memory + self.text_position_embedding[:, :prefix]
-        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2] - prefix
+        separate = self.uses_text_tokens and self.config.text_attention == "separate"
+        # the sequence's position after the cache; "joint" caches the text keys ahead of it
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2] - (0 if separate else prefix)
         x = self.code_embedding(codes)
         if past_key_values is None:
             if text_embeds is None:
@@ -610,8 +614,8 @@ class T2MGPT(ModelMixin, ConfigMixin):
         if memory is not None:
             memory = self.drop(memory.to(x.dtype))
         separate_masks = None
-        if self.uses_text_tokens and self.config.text_attention == "separate":
-            separate_masks = separate_text_masks(text_mask.to(device=x.device, dtype=torch.bool))
+        if separate:
+            separate_masks = separate_text_masks(text_mask.to(device=x.device, dtype=torch.bool), attention_dtype(x))
         presents = []
         for i, block in enumerate(self.blocks):
             x, present = block(x, None if past_key_values is None else past_key_values[i], memory,
