@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from express4d_hf.training.gpu_sharing import MPSDaemon, mps_unavailable_reason  # noqa: E402
 
 STAGES = ("movement", "contrastive", "mdm", "vqvae", "gpt")
 # The order-aware variants (#20): the same trainers with the ``<preset>_order`` model presets, whose steps also
@@ -291,23 +292,6 @@ class _Barrier:
             time.sleep(0.05)
 
 
-class _MPSDaemon:
-    """A private CUDA MPS control daemon for the ``with`` block: its pipe and log folders under ``folder``; the
-    environment its clients need is ``self.env``."""
-
-    def __init__(self, folder: Path):
-        self.env = {"CUDA_MPS_PIPE_DIRECTORY": str(folder / "mps_pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "mps_log")}
-
-    def __enter__(self):
-        for path in self.env.values():
-            Path(path).mkdir(parents=True, exist_ok=True)
-        subprocess.run(["nvidia-cuda-mps-control", "-d"], env={**os.environ, **self.env}, check=True)
-        return self
-
-    def __exit__(self, *exc):
-        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, env={**os.environ, **self.env}, check=False)
-
-
 def run_together(stages: list[str], variant: str, args, alone: dict[str, Any], mps: bool) -> dict[str, Any]:
     """Every stage at once, one process each, timing ``variant`` in the same wall-clock window; with the alone
     figures of this run, each stage's slowdown and the overlap (sum of alone/together step-time ratios)."""
@@ -315,7 +299,7 @@ def run_together(stages: list[str], variant: str, args, alone: dict[str, Any], m
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench_together_") as tmp, \
-            (_MPSDaemon(Path(tmp)) if mps else contextlib.nullcontext()) as daemon:  # fmt: skip
+            (MPSDaemon(Path(tmp)) if mps else contextlib.nullcontext()) as daemon:  # fmt: skip
         folder = Path(tmp)
         env = {**os.environ, **(daemon.env if daemon is not None else {})}
         procs: dict[str, subprocess.Popen] = {}
@@ -390,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--together {args.together}: time it alone too (add it to --variants)")
     if args.mps and (device.type != "cuda" or not args.together):
         parser.error("--mps goes with --together on a GPU")
-    if args.mps and shutil.which("nvidia-cuda-mps-control") is None:
-        parser.error("--mps: nvidia-cuda-mps-control is not on the PATH (it comes with the NVIDIA driver's utilities)")
+    if args.mps and mps_unavailable_reason():
+        parser.error(f"--mps: {mps_unavailable_reason()}")
     print(f"# training speed, {preset} preset, {name}")
     for stage_name in stages:
         stage = build_stage(stage_name, preset, args.data, device)

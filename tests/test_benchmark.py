@@ -274,3 +274,57 @@ def test_a_resumed_benchmark_retrains_a_t2m_gpt_stage_whose_tokenizer_learnt_not
     aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("t2m_gpt.unsound-")]
     assert len(aside) == 1 and (tmp_path / aside[0] / "training_metadata.json").exists()
     assert json.loads((tmp_path / "t2m_gpt" / "stage.json").read_text())["stage"] == "t2m_gpt"
+
+
+def test_the_order_aware_mdm_trains_with_the_others_under_its_former_stage_key(tmp_path):
+    """It joins the first wave of trainings (it depends on none); its stage key is the one finished folders
+    were marked with before (its config plus the denoiser preset), so a resumed run does not retrain it."""
+    from dataclasses import asdict
+
+    from express4d_hf.apps.benchmark import BenchmarkConfig, _stage_jobs, _stage_key_config
+    from express4d_hf.models.mdm import MDM_PRESETS
+
+    config = BenchmarkConfig.preset_config("tiny")
+    jobs = _stage_jobs(config, tmp_path, tmp_path / "e", tmp_path / "m", tmp_path / "t", tmp_path / "mo")
+    assert [name for name, _, _ in jobs] == ["evaluator", "mdm", "t2m_gpt", "mdm_order"]
+    name, folder, configs = jobs[-1]
+    assert folder == tmp_path / "mo" and configs["mdm"].model_preset == "tiny_order"
+    assert _stage_key_config(name, configs) == {**asdict(configs["mdm"]), "denoiser": dict(MDM_PRESETS["tiny_order"])}
+    config.models = ("mdm", "t2m-gpt")
+    assert [n for n, _, _ in _stage_jobs(config, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path)] == ["evaluator", "mdm", "t2m_gpt"]
+
+
+def _fake_mps_control(folder, log):
+    """A recorder in place of NVIDIA's daemon binary: logs its arguments, stdin and pipe folder."""
+    script = folder / "nvidia-cuda-mps-control"
+    script.write_text(f'#!/bin/sh\necho "args=$* pipe=$CUDA_MPS_PIPE_DIRECTORY stdin=$(cat)" >> {log}\n')
+    script.chmod(0o755)
+
+
+def test_concurrent_trainings_join_a_private_mps_daemon_or_run_without_it(tmp_path, monkeypatch, capsys):
+    from express4d_hf.apps.benchmark import TimingLedger, _train_stages_concurrently
+    from express4d_hf.training.gpu_sharing import MPSDaemon, mps_unavailable_reason
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert "nvidia-cuda-mps-control" in mps_unavailable_reason()
+    with pytest.raises(RuntimeError, match="not on the PATH"):
+        MPSDaemon(tmp_path).__enter__()
+    ledger = TimingLedger(tmp_path)
+    _train_stages_concurrently([], tmp_path, "fp", True, 1, ledger, mps=True)  # no daemon: the trainings still run
+    assert ledger.current["concurrency"]["mps"] is False and "PATH" in ledger.current["concurrency"]["mps_error"]
+    assert "without MPS" in capsys.readouterr().err
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "mps.log"
+    bin_dir.mkdir()
+    _fake_mps_control(bin_dir, log)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert mps_unavailable_reason() is None
+    ledger = TimingLedger(tmp_path / "second")
+    _train_stages_concurrently([], tmp_path, "fp", True, 1, ledger, mps=True)
+    assert ledger.current["concurrency"] == {"processes": 0, "gpus": 1, "mps": True}
+    started, stopped = log.read_text().splitlines()
+    assert started.startswith("args=-d pipe=") and "express4d_mps_" in started  # a private pipe folder
+    assert stopped.startswith("args= ") and stopped.endswith("stdin=quit") and started.split()[1] == stopped.split()[1]
+    ledger = TimingLedger(tmp_path / "third")
+    _train_stages_concurrently([], tmp_path, "fp", True, 1, ledger, mps=False)
+    assert ledger.current["concurrency"]["mps"] is False and len(log.read_text().splitlines()) == 2

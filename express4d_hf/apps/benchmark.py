@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,7 +72,8 @@ class BenchmarkConfig:
     seed: int = 0  # seeds every stage
     max_steps: dict[str, int] = field(default_factory=dict)  # per-stage step overrides (evaluator, mdm, vqvae, gpt)
     evaluator: str | None = None  # score the rows with this evaluator folder (e.g. a converted official one)
-    concurrent: bool = True  # on a GPU, the three trainings run at once, one process each (each with its own seed)
+    concurrent: bool = True  # on a GPU, the trainings run at once, one process each (each with its own seed)
+    mps: bool = True  # those processes share each GPU through a private CUDA MPS daemon (kernels overlap), when it starts
     gpus: int = 1  # spread the trainings over this many GPUs (evaluator, MDM, T2M-GPT on GPU 0, 1, 2 modulo N)
     compare_samplers: tuple[str, ...] = ()  # more MDM rows, "sampler:steps", with the fast row's guidance and rescale
     ddpm_multimodality: bool = False  # Multimodality for the 1000-step DDPM row too (about 27 min alone on one H200)
@@ -256,12 +258,13 @@ class TimingLedger:
 
     def ledger(self) -> list[dict[str, Any]]:
         """Every invocation so far (this one up to now), for ``results.json``: start, status, seconds."""
-        keep = ("started", "status", "total_s", "train_wall_s", "stages", "phases")
+        keep = ("started", "status", "total_s", "train_wall_s", "stages", "phases", "concurrency")
         return [{k: i[k] for k in keep if k in i} for i in self.invocations + [self._snapshot("running")]]
 
 
-def _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir) -> list[tuple[str, Path, dict[str, Any]]]:
-    """``(name, folder, configs)`` of each training stage of a benchmark."""
+def _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir, mdm_order_dir=None) -> list[tuple[str, Path, dict[str, Any]]]:
+    """``(name, folder, configs)`` of each training stage that depends on no other: the evaluator, the baselines
+    and the order-aware MDM (the order-aware T2M-GPT waits for the pooled run's tokenizer)."""
     from ..training.evaluator import EvaluatorTrainConfig
 
     steps = config.max_steps
@@ -276,11 +279,24 @@ def _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir) -> list[tuple
         jobs.append(("t2m_gpt", t2m_dir, {
             "vqvae": _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))),
             "gpt": _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt")))}))  # fmt: skip
+    if "mdm-order" in config.models and mdm_order_dir is not None:
+        from ..training.mdm import MDMTrainConfig
+
+        model_preset = f"{config.preset}_order"
+        jobs.append(("mdm_order", mdm_order_dir, {"mdm": _selectable(config, MDMTrainConfig.preset(
+            config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "mdm")))}))  # fmt: skip
     return jobs
 
 
-def _stage_key_config(configs: dict[str, Any]) -> dict[str, Any]:
-    return asdict(next(iter(configs.values()))) if len(configs) == 1 else {k: asdict(v) for k, v in configs.items()}
+def _stage_key_config(name: str, configs: dict[str, Any]) -> dict[str, Any]:
+    key = asdict(next(iter(configs.values()))) if len(configs) == 1 else {k: asdict(v) for k, v in configs.items()}
+    if name == "mdm_order":
+        from ..models.mdm import MDM_PRESETS
+
+        # The preset's architecture is part of the stage's identity: a folder trained before the order-aware
+        # preset changed (text_attention) is retrained, not reused under the same preset name.
+        key["denoiser"] = dict(MDM_PRESETS[configs["mdm"].model_preset])
+    return key
 
 
 def _train_job(name: str, folder: Path, configs: dict[str, Any], data_dir, fingerprint: str, resume: bool, progress: bool) -> float:
@@ -288,7 +304,7 @@ def _train_job(name: str, folder: Path, configs: dict[str, Any], data_dir, finge
         from ..training.evaluator import train_evaluator
 
         fn = lambda: train_evaluator(data_dir, folder, configs["evaluator"], progress=progress, resume=resume)  # noqa: E731
-    elif name == "mdm":
+    elif name in ("mdm", "mdm_order"):
         from ..training.mdm import train_mdm
 
         fn = lambda: train_mdm(data_dir, folder, configs["mdm"], progress=progress, resume=resume)  # noqa: E731
@@ -296,13 +312,13 @@ def _train_job(name: str, folder: Path, configs: dict[str, Any], data_dir, finge
         from ..training.t2m_gpt import train_t2m_gpt
 
         fn = lambda: train_t2m_gpt(data_dir, folder, configs["vqvae"], configs["gpt"], progress=progress, resume=resume)  # noqa: E731
-    return _run_stage(name, folder, _stage_key_config(configs), fingerprint, fn, resume)
+    return _run_stage(name, folder, _stage_key_config(name, configs), fingerprint, fn, resume)
 
 
-def _train_process(name, folder, configs, data_dir, fingerprint, resume, gpu, queue) -> None:
-    """One training stage in its own process (``--gpus``: pinned to one GPU before CUDA starts)."""
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+def _train_process(name, folder, configs, data_dir, fingerprint, resume, env, queue) -> None:
+    """One training stage in its own process; ``env`` is set before CUDA starts (``--gpus``: the GPU it is
+    pinned to; MPS: the daemon's pipe)."""
+    os.environ.update(env)
     start = time.time()
     try:
         trained = _train_job(name, Path(folder), configs, data_dir, fingerprint, resume, progress=False) > 0
@@ -311,17 +327,39 @@ def _train_process(name, folder, configs, data_dir, fingerprint, resume, gpu, qu
         queue.put((name, start, time.time(), f"{type(err).__name__}: {err}", True))
 
 
-def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, ledger: TimingLedger) -> None:
+def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, ledger: TimingLedger, mps: bool = True) -> None:
     """Every training stage at once, one process each (spawned: CUDA needs a fresh process); stage ``i`` on GPU
-    ``i % gpus`` when ``gpus > 1``. A failure in one stage lets the others finish and then raises."""
+    ``i % gpus`` when ``gpus > 1``. With ``mps`` the processes join a private CUDA MPS daemon, so their kernels
+    overlap instead of taking turns; when it cannot start they run without it (said on stderr and in
+    timings.json). A failure in one stage lets the others finish and then raises."""
+    import contextlib
+    import tempfile
+
+    from ..training.gpu_sharing import MPSDaemon
+
+    with contextlib.ExitStack() as stack:
+        daemon = None
+        concurrency: dict[str, Any] = {"processes": len(jobs), "gpus": gpus, "mps": False}
+        if mps:
+            try:
+                daemon = stack.enter_context(MPSDaemon(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="express4d_mps_")))))
+                concurrency["mps"] = True
+            except RuntimeError as err:
+                concurrency["mps_error"] = str(err)
+                print(f"express4d benchmark: the trainings share the GPU without MPS ({err})", file=sys.stderr)
+        ledger.current["concurrency"] = concurrency
+        _run_training_processes(jobs, data_dir, fingerprint, resume, gpus, ledger, daemon.env if daemon else {})
+
+
+def _run_training_processes(jobs, data_dir, fingerprint, resume, gpus: int, ledger: TimingLedger, env: dict[str, str]) -> None:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     processes = []
     for i, (name, folder, configs) in enumerate(jobs):
-        gpu = i % gpus if gpus > 1 else None
-        process = context.Process(target=_train_process, args=(name, str(folder), configs, str(data_dir), fingerprint, resume, gpu, queue),
+        process_env = {**env, **({"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus > 1 else {})}
+        process = context.Process(target=_train_process, args=(name, str(folder), configs, str(data_dir), fingerprint, resume, process_env, queue),
                                   name=f"express4d-train-{name}")  # fmt: skip
         process.start()
         processes.append(process)
@@ -426,8 +464,8 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
     evaluator_dir, mdm_dir, t2m_dir = out / "evaluator", out / "mdm", out / "t2m_gpt"
     mdm_order_dir, t2m_order_dir = out / "mdm_order", out / "t2m_gpt_order"
     ledger.phase("train_phase")  # every training's own seconds go to the ledger (results.json: train_<stage>_s)
-    _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress, ledger)
-    _train_order_stages(config, data_dir, fingerprint, mdm_order_dir, t2m_order_dir, t2m_dir, resume, progress)
+    _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress, ledger, mdm_order_dir)
+    _train_order_gpt(config, data_dir, fingerprint, t2m_order_dir, t2m_dir, resume, progress)
 
     # 5. rows
     ledger.phase("evaluate")
@@ -565,13 +603,14 @@ def _run_benchmark(data, out: Path, config: BenchmarkConfig, resume: bool, progr
 
 
 def _train_stages(config, data_dir, fingerprint, evaluator_dir, mdm_dir, t2m_dir, resume, progress,
-                  ledger: TimingLedger | None = None) -> dict[str, float]:  # fmt: skip
-    """Train the evaluator and the baselines: at once on a GPU (``config.concurrent``, or over ``config.gpus``
-    GPUs), one after the other otherwise. Returns each stage's seconds in this invocation."""
+                  ledger: TimingLedger | None = None, mdm_order_dir: Path | None = None) -> dict[str, float]:  # fmt: skip
+    """Train the evaluator, the baselines and the order-aware MDM: at once on a GPU (``config.concurrent``, or
+    over ``config.gpus`` GPUs; under MPS with ``config.mps``), one after the other otherwise. Returns each
+    stage's seconds in this invocation."""
     ledger = ledger or TimingLedger(Path(evaluator_dir).parent)
-    jobs = _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir)
+    jobs = _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir, mdm_order_dir)
     if (config.concurrent or config.gpus > 1) and _device() == "cuda" and len(jobs) > 1:
-        _train_stages_concurrently(jobs, data_dir, fingerprint, resume, max(1, config.gpus), ledger)
+        _train_stages_concurrently(jobs, data_dir, fingerprint, resume, max(1, config.gpus), ledger, config.mps)
     else:  # each stage's time goes to the active ledger (_run_stage)
         for name, folder, configs in jobs:
             _train_job(name, folder, configs, data_dir, fingerprint, resume, progress)
@@ -607,34 +646,22 @@ def _steps_run(out: Path) -> dict[str, Any]:
     return found
 
 
-def _train_order_stages(config, data_dir, fingerprint, mdm_dir, t2m_dir, pooled_t2m_dir, resume, progress) -> dict[str, float]:
-    """The order-aware variants: the same trainers and recipes with the ``<preset>_order`` model presets. The
-    order-aware T2M-GPT reuses the pooled run's VQ-VAE when that runs too (same codes, only the GPT differs)."""
-    seconds: dict[str, float] = {}
+def _train_order_gpt(config, data_dir, fingerprint, t2m_dir, pooled_t2m_dir, resume, progress) -> dict[str, float]:
+    """The order-aware T2M-GPT (the same trainer and recipe with the ``<preset>_order`` GPT preset), after the
+    other trainings: it reuses the pooled run's VQ-VAE when that runs too (same codes, only the GPT differs). The
+    order-aware MDM trains with the others (``_stage_jobs``)."""
+    if "t2m-gpt-order" not in config.models:
+        return {}
+    from ..training.t2m_gpt import VQVAE_STAGE_DIR, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
+
     steps = config.max_steps
-    model_preset = f"{config.preset}_order"
-    if "mdm-order" in config.models:
-        from ..training.mdm import MDMTrainConfig, train_mdm
-
-        from ..models.mdm import MDM_PRESETS
-
-        mdm_cfg = _selectable(config, MDMTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "mdm")))
-        # The preset's architecture is part of the stage's identity: a folder trained before the order-aware
-        # preset changed (text_attention) is retrained, not reused under the same preset name.
-        stage_config = {**asdict(mdm_cfg), "denoiser": dict(MDM_PRESETS[model_preset])}
-        seconds["train_mdm_order_s"] = _run_stage("mdm_order", mdm_dir, stage_config, fingerprint,
-            lambda: train_mdm(data_dir, mdm_dir, mdm_cfg, progress=progress, resume=resume), resume)  # fmt: skip
-    if "t2m-gpt-order" in config.models:
-        from ..training.t2m_gpt import VQVAE_STAGE_DIR, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
-
-        vq_cfg = _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")))
-        gpt_cfg = _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "gpt")))
-        shared = pooled_t2m_dir / VQVAE_STAGE_DIR if "t2m-gpt" in config.models else None
-        stage_config = {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg), "vqvae_shared": shared is not None}
-        seconds["train_t2m_gpt_order_s"] = _run_stage("t2m_gpt_order", t2m_dir, stage_config, fingerprint,
-            lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, vqvae_dir=shared, progress=progress, resume=resume),
-            resume)  # fmt: skip
-    return seconds
+    vq_cfg = _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")))
+    gpt_cfg = _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, model_preset=f"{config.preset}_order", **_steps(steps, "gpt")))
+    shared = pooled_t2m_dir / VQVAE_STAGE_DIR if "t2m-gpt" in config.models else None
+    stage_config = {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg), "vqvae_shared": shared is not None}
+    seconds = _run_stage("t2m_gpt_order", t2m_dir, stage_config, fingerprint,
+        lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, vqvae_dir=shared, progress=progress, resume=resume), resume)  # fmt: skip
+    return {"train_t2m_gpt_order_s": seconds}
 
 
 def _order_swapped_rows(row, test_clips, evaluator, protocol, config) -> dict[str, Any]:
