@@ -406,7 +406,8 @@ class CausalSelfAttention(nn.Module):
     """Causal self-attention with a key-value cache; optionally with a text memory: ``memory_kv`` keys/values
     of the text token states, visible to every position (padding masked) and kept in the cache. ``"joint"``
     places them ahead of the sequence's keys (one softmax; the cache ``(k, v)`` has them at the front);
-    ``"separate"`` keeps them apart (their own softmax; the cache is ``(k, v, text_k, text_v)``)."""
+    ``"separate"`` keeps them apart (their own softmax; the cache is ``(k, v, text_k, text_v, text_mask)``, the
+    last the additive mask of ``separate_text_masks``, which later passes reuse instead of building it again)."""
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float, text_memory: bool = False,
                  text_attention: str = "joint"):  # fmt: skip
@@ -435,7 +436,7 @@ class CausalSelfAttention(nn.Module):
                 mk, mv = self.memory_kv(memory).view(batch, -1, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
                 text_kv = (mk, mv * separate_masks[1].to(mv.dtype))
             else:
-                text_kv = past[2:]
+                text_kv = past[2:4]
         prefix = 0 if memory_mask is None or text_kv is not None else memory_mask.shape[1]  # "joint" text keys in k, v
         if memory is not None and prefix:
             mk, mv = self.memory_kv(memory).view(batch, prefix, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
@@ -444,7 +445,7 @@ class CausalSelfAttention(nn.Module):
         if past is not None:
             past_len = past[0].shape[2] - prefix
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        present = (k, v) if text_kv is None else (k, v, *text_kv)
+        present = (k, v) if text_kv is None else (k, v, *text_kv, separate_masks[0])
         if prefix:
             causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len)
             text = memory_mask.to(device=x.device, dtype=torch.bool)[:, None, None, :].expand(batch, 1, steps, prefix)
@@ -614,7 +615,9 @@ class T2MGPT(ModelMixin, ConfigMixin):
         if memory is not None:
             memory = self.drop(memory.to(x.dtype))
         separate_masks = None
-        if separate:
+        if separate and past_key_values is not None:  # the text is that of the first pass: so is its mask
+            separate_masks = (past_key_values[0][4], None)
+        elif separate:
             separate_masks = separate_text_masks(text_mask.to(device=x.device, dtype=torch.bool), attention_dtype(x))
         presents = []
         for i, block in enumerate(self.blocks):
