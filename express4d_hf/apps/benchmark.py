@@ -347,6 +347,8 @@ def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, l
             except RuntimeError as err:
                 concurrency["mps_error"] = str(err)
                 print(f"express4d benchmark: the trainings share the GPU without MPS ({err})", file=sys.stderr)
+        logger.info("training %s at once, one process each%s", ", ".join(name for name, _, _ in jobs),
+                    " (CUDA MPS)" if concurrency["mps"] else "")  # fmt: skip
         ledger.current["concurrency"] = concurrency
         _run_training_processes(jobs, data_dir, fingerprint, resume, gpus, ledger, daemon.env if daemon else {})
 
