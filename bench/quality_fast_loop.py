@@ -169,9 +169,8 @@ def run_job(name: str, config: Any, data_dir: str, folder: str) -> dict[str, Any
     return record
 
 
-def _job_process(name: str, config: Any, data_dir: str, folder: str, gpu: int | None = None) -> None:
-    if gpu is not None:  # before CUDA starts in this process
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+def _job_process(name: str, config: Any, data_dir: str, folder: str, env: dict[str, str]) -> None:
+    os.environ.update(env)  # before CUDA starts in this process: its GPU, the MPS daemon's pipe
     from express4d_hf.training.common import TrainingInterrupted
 
     try:
@@ -193,9 +192,24 @@ def _last_step(folder: Path) -> int | None:
     return max(steps)[1] if steps else None
 
 
-def run_jobs(jobs: dict[str, Any], data_dir: Path, work: Path, concurrent: int, deadline: float | None, gpus: int = 1) -> bool:
+def run_jobs(jobs: dict[str, Any], data_dir: Path, work: Path, concurrent: int, deadline: float | None, gpus: int = 1,
+             mps: bool = False) -> bool:  # fmt: skip
     """Run the unfinished jobs, ``concurrent`` at a time (processes; in this process when 1). True when all finished;
-    False when the deadline stopped them (each saved a checkpoint; the same command resumes)."""
+    False when the deadline stopped them (each saved a checkpoint; the same command resumes). ``mps``: the
+    processes share each GPU through a private CUDA MPS daemon (express4d_hf.training.gpu_sharing), or without
+    it when it does not start."""
+    from express4d_hf.training.gpu_sharing import mps_client_env
+
+    with mps_client_env(mps and concurrent > 1) as (env, error):
+        if error:
+            print(f"sharing the GPU without MPS ({error})", flush=True)
+        elif env:
+            print("the trainings share the GPU through a private CUDA MPS daemon", flush=True)
+        return _run_jobs(jobs, data_dir, work, concurrent, deadline, gpus, env)
+
+
+def _run_jobs(jobs: dict[str, Any], data_dir: Path, work: Path, concurrent: int, deadline: float | None, gpus: int,
+              env: dict[str, str]) -> bool:  # fmt: skip
     todo = [(n, c) for n, c in jobs.items() if not _done(work / n, c)]
     for name in jobs:
         if all(name != n for n, _ in todo):
@@ -224,9 +238,9 @@ def run_jobs(jobs: dict[str, Any], data_dir: Path, work: Path, concurrent: int, 
             print(f"[{(time.time() - t0) / 60:.1f} min] " + ", ".join(parts), flush=True)
         while order and len(running) < concurrent and not stopped:
             name, config = order.pop(0)
-            gpu = started % gpus if gpus > 1 else None
+            process_env = {**env, **({"CUDA_VISIBLE_DEVICES": str(started % gpus)} if gpus > 1 else {})}
             started += 1
-            process = context.Process(target=_job_process, args=(name, config, str(data_dir), str(work / name), gpu), name=f"quality-{name}")
+            process = context.Process(target=_job_process, args=(name, config, str(data_dir), str(work / name), process_env), name=f"quality-{name}")
             process.start()
             running[name] = process
             print(f"[{name}] training (pid {process.pid})", flush=True)
@@ -418,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of each loop (default 0,1,2)")
     parser.add_argument("--concurrent", type=int, default=None, help="trainings at once as processes (default: all on a GPU, 1 on a CPU)")
     parser.add_argument("--gpus", type=int, default=1, help="deal the trainings round-robin over this many GPUs (default 1)")
+    parser.add_argument("--mps", action=argparse.BooleanOptionalAction, default=True,
+                        help="on a GPU, the concurrent trainings share it through a private CUDA MPS daemon (default: on; "
+                        "without it they take turns; the time estimate assumes they take turns)")  # fmt: skip
     parser.add_argument("--evaluator-steps", type=int, default=None, help="evaluator training steps (default: paper 10000, tiny 600)")
     parser.add_argument("--evaluator", default=None, metavar="DIR", help="reuse this trained evaluator folder instead of training one")
     parser.add_argument("--replications", type=int, default=3, help="protocol replications per model (default 3)")
@@ -510,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: STOP.update(now=True))  # `timeout`: stop the trainings cleanly
     try:
-        finished = run_jobs(jobs, data_dir, work, concurrent, deadline, args.gpus)
+        finished = run_jobs(jobs, data_dir, work, concurrent, deadline, args.gpus, mps=args.mps and cuda)
         names = [n for n in jobs if n.startswith(f"{model}_")]
         if not finished:
             scored = None

@@ -332,25 +332,16 @@ def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, l
     ``i % gpus`` when ``gpus > 1``. With ``mps`` the processes join a private CUDA MPS daemon, so their kernels
     overlap instead of taking turns; when it cannot start they run without it (said on stderr and in
     timings.json). A failure in one stage lets the others finish and then raises."""
-    import contextlib
-    import tempfile
+    from ..training.gpu_sharing import mps_client_env
 
-    from ..training.gpu_sharing import MPSDaemon
-
-    with contextlib.ExitStack() as stack:
-        daemon = None
-        concurrency: dict[str, Any] = {"processes": len(jobs), "gpus": gpus, "mps": False}
-        if mps:
-            try:
-                daemon = stack.enter_context(MPSDaemon(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="express4d_mps_")))))
-                concurrency["mps"] = True
-            except RuntimeError as err:
-                concurrency["mps_error"] = str(err)
-                print(f"express4d benchmark: the trainings share the GPU without MPS ({err})", file=sys.stderr)
-        logger.info("training %s at once, one process each%s", ", ".join(name for name, _, _ in jobs),
-                    " (CUDA MPS)" if concurrency["mps"] else "")  # fmt: skip
+    with mps_client_env(mps) as (env, error):
+        concurrency: dict[str, Any] = {"processes": len(jobs), "gpus": gpus, "mps": bool(env)}
+        if error:
+            concurrency["mps_error"] = error
+            print(f"express4d benchmark: the trainings share the GPU without MPS ({error})", file=sys.stderr)
+        logger.info("training %s at once, one process each%s", ", ".join(name for name, _, _ in jobs), " (CUDA MPS)" if env else "")
         ledger.current["concurrency"] = concurrency
-        _run_training_processes(jobs, data_dir, fingerprint, resume, gpus, ledger, daemon.env if daemon else {})
+        _run_training_processes(jobs, data_dir, fingerprint, resume, gpus, ledger, env)
 
 
 def _run_training_processes(jobs, data_dir, fingerprint, resume, gpus: int, ledger: TimingLedger, env: dict[str, str]) -> None:

@@ -9,9 +9,12 @@ it through the environment in :attr:`MPSDaemon.env`, set before the client initi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 MPS_CONTROL = "nvidia-cuda-mps-control"
@@ -47,3 +50,19 @@ class MPSDaemon:
 
     def __exit__(self, *exc) -> None:
         subprocess.run([MPS_CONTROL], input="quit\n", text=True, env={**os.environ, **self.env}, capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def mps_client_env(enabled: bool = True) -> Iterator[tuple[dict[str, str], str | None]]:
+    """For the ``with`` block, ``(env, error)``: the environment that makes a process a client of a private MPS
+    daemon running for the block, or ``({}, why not)`` when it cannot start (``({}, None)`` when not
+    ``enabled``): the processes then share the GPU by taking turns."""
+    if not enabled:
+        yield {}, None
+        return
+    with tempfile.TemporaryDirectory(prefix="express4d_mps_") as tmp, contextlib.ExitStack() as stack:
+        try:
+            env, error = stack.enter_context(MPSDaemon(Path(tmp))).env, None
+        except RuntimeError as err:
+            env, error = {}, str(err)
+        yield env, error
