@@ -225,6 +225,8 @@ def _run_jobs(jobs: dict[str, Any], data_dir: Path, work: Path, concurrent: int,
         return True
     import multiprocessing
 
+    from express4d_hf.training.gpu_sharing import worker_env
+
     context = multiprocessing.get_context("spawn")
     running: dict[str, Any] = {}
     failed: list[str] = []
@@ -238,7 +240,7 @@ def _run_jobs(jobs: dict[str, Any], data_dir: Path, work: Path, concurrent: int,
             print(f"[{(time.time() - t0) / 60:.1f} min] " + ", ".join(parts), flush=True)
         while order and len(running) < concurrent and not stopped:
             name, config = order.pop(0)
-            process_env = {**env, **({"CUDA_VISIBLE_DEVICES": str(started % gpus)} if gpus > 1 else {})}
+            process_env = worker_env(env, started, gpus)
             started += 1
             process = context.Process(target=_job_process, args=(name, config, str(data_dir), str(work / name), process_env), name=f"quality-{name}")
             process.start()

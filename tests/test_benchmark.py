@@ -303,10 +303,13 @@ def _fake_mps_control(folder, log):
 
 def test_concurrent_trainings_join_a_private_mps_daemon_or_run_without_it(tmp_path, monkeypatch, capsys):
     from express4d_hf.apps.benchmark import TimingLedger, _train_stages_concurrently
-    from express4d_hf.training.gpu_sharing import MPSDaemon, mps_client_env, mps_unavailable_reason
+    from express4d_hf.training.gpu_sharing import MPSDaemon, mps_client_env, mps_unavailable_reason, worker_env
 
     with mps_client_env(False) as (env, error):
         assert env == {} and error is None
+    shared = {"CUDA_MPS_PIPE_DIRECTORY": "/p"}
+    assert worker_env(shared, 3, 1) == shared  # one GPU: no pinning
+    assert worker_env(shared, 3, 2) == {**shared, "CUDA_VISIBLE_DEVICES": "1"} and worker_env({}, 4, 2) == {"CUDA_VISIBLE_DEVICES": "0"}
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert "nvidia-cuda-mps-control" in mps_unavailable_reason()
     with pytest.raises(RuntimeError, match="not on the PATH"):

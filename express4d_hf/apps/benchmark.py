@@ -347,12 +347,13 @@ def _train_stages_concurrently(jobs, data_dir, fingerprint, resume, gpus: int, l
 def _run_training_processes(jobs, data_dir, fingerprint, resume, gpus: int, ledger: TimingLedger, env: dict[str, str]) -> None:
     import multiprocessing
 
+    from ..training.gpu_sharing import worker_env
+
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     processes = []
     for i, (name, folder, configs) in enumerate(jobs):
-        process_env = {**env, **({"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus > 1 else {})}
-        process = context.Process(target=_train_process, args=(name, str(folder), configs, str(data_dir), fingerprint, resume, process_env, queue),
+        process = context.Process(target=_train_process, args=(name, str(folder), configs, str(data_dir), fingerprint, resume, worker_env(env, i, gpus), queue),
                                   name=f"express4d-train-{name}")  # fmt: skip
         process.start()
         processes.append(process)
@@ -639,12 +640,12 @@ def _steps_run(out: Path) -> dict[str, Any]:
     return found
 
 
-def _train_order_gpt(config, data_dir, fingerprint, t2m_dir, pooled_t2m_dir, resume, progress) -> dict[str, float]:
+def _train_order_gpt(config, data_dir, fingerprint, t2m_dir, pooled_t2m_dir, resume, progress) -> None:
     """The order-aware T2M-GPT (the same trainer and recipe with the ``<preset>_order`` GPT preset), after the
     other trainings: it reuses the pooled run's VQ-VAE when that runs too (same codes, only the GPT differs). The
     order-aware MDM trains with the others (``_stage_jobs``)."""
     if "t2m-gpt-order" not in config.models:
-        return {}
+        return
     from ..training.t2m_gpt import VQVAE_STAGE_DIR, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
 
     steps = config.max_steps
@@ -652,9 +653,8 @@ def _train_order_gpt(config, data_dir, fingerprint, t2m_dir, pooled_t2m_dir, res
     gpt_cfg = _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, model_preset=f"{config.preset}_order", **_steps(steps, "gpt")))
     shared = pooled_t2m_dir / VQVAE_STAGE_DIR if "t2m-gpt" in config.models else None
     stage_config = {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg), "vqvae_shared": shared is not None}
-    seconds = _run_stage("t2m_gpt_order", t2m_dir, stage_config, fingerprint,
+    _run_stage("t2m_gpt_order", t2m_dir, stage_config, fingerprint,  # its seconds go to the active ledger
         lambda: train_t2m_gpt(data_dir, t2m_dir, vq_cfg, gpt_cfg, vqvae_dir=shared, progress=progress, resume=resume), resume)  # fmt: skip
-    return {"train_t2m_gpt_order_s": seconds}
 
 
 def _order_swapped_rows(row, test_clips, evaluator, protocol, config) -> dict[str, Any]:

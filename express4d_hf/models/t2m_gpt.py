@@ -430,17 +430,17 @@ class CausalSelfAttention(nn.Module):
         heads = self.num_heads
         dropout = self.dropout if self.training else 0.0
         q, k, v = self.qkv(x).view(batch, steps, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+        separate = separate_masks is not None
         text_kv = None  # "separate": the text keys and values, attended apart from the sequence's
-        if separate_masks is not None:
-            if memory is not None:  # a text-less row's values are zero (so are they in the cache): its text attention is 0
-                mk, mv = self.memory_kv(memory).view(batch, -1, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
+        if memory is not None:
+            mk, mv = self.memory_kv(memory).view(batch, -1, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
+            if separate:  # a text-less row's values are zero (so are they in the cache): its text attention is 0
                 text_kv = (mk, mv * separate_masks[1].to(mv.dtype))
             else:
-                text_kv = past[2:4]
-        prefix = 0 if memory_mask is None or text_kv is not None else memory_mask.shape[1]  # "joint" text keys in k, v
-        if memory is not None and prefix:
-            mk, mv = self.memory_kv(memory).view(batch, prefix, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
-            k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)
+                k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)
+        elif separate:
+            text_kv = past[2:4]
+        prefix = 0 if memory_mask is None or separate else memory_mask.shape[1]  # "joint": the text keys lead k, v
         past_len = 0
         if past is not None:
             past_len = past[0].shape[2] - prefix

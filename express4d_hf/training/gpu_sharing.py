@@ -66,3 +66,9 @@ def mps_client_env(enabled: bool = True) -> Iterator[tuple[dict[str, str], str |
         except RuntimeError as err:
             env, error = {}, str(err)
         yield env, error
+
+
+def worker_env(shared: dict[str, str], index: int, gpus: int) -> dict[str, str]:
+    """The environment of the ``index``-th of several training processes: ``shared`` (e.g. the MPS client
+    environment) and, over ``gpus > 1`` GPUs, the GPU it is pinned to (round-robin)."""
+    return {**shared, **({"CUDA_VISIBLE_DEVICES": str(index % gpus)} if gpus > 1 else {})}
