@@ -25,6 +25,7 @@ upstream T2M-GPT recipe (github.com/Mael-zys/T2M-GPT) adapted to 61 ARKit channe
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..core.arkit import NUM_CHANNELS
 from ..core.constants import MAX_FRAMES, MIN_FRAMES
@@ -398,8 +400,14 @@ TEXT_CONDITIONINGS = ("pooled", "tokens")
 # the pooled one (order accuracy 0.21-0.29 at every kept checkpoint, H200, 2026-12-02). "separate": the same
 # queries attend to the text keys in a softmax of their own and the two results are added (decoupled
 # cross-attention), so the preceding codes cannot outvote the text: what fixed MDM's slow order learning. For the
-# GPT it is measured on the tiny preset only (order accuracy 0.82, as joint); at paper size it is still untested.
+# GPT: order accuracy 0.82 on the tiny preset (as joint) and 0.82 [0.68, 0.96] on the paper preset (H200, 2026-12-02).
 TEXT_ATTENTIONS = ("joint", "separate")
+# The kernels "separate"'s text attention may use. On CUDA the memory-efficient one: the cuDNN kernel SDPA
+# prefers in bf16 spends as long on these ~50 queries x ~30 text keys as on the self-attention, and the compiled,
+# graphed paper-preset training step took 7.64 / 7.84 ms with it instead of 8.03 / 8.07 ms (pooled 6.36 ms;
+# H200, torch 2.11, two runs each). Flash (the CPU's) and math where it does not apply. Training only: in eager
+# fp32 decoding SDPA picks the memory-efficient kernel anyway.
+TEXT_ATTENTION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
 class CausalSelfAttention(nn.Module):
@@ -458,7 +466,9 @@ class CausalSelfAttention(nn.Module):
             mask, is_causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len), False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
         if text_kv is not None:  # the text keys in a softmax of their own, added
-            y = y + F.scaled_dot_product_attention(q, *text_kv, attn_mask=separate_masks[0], dropout_p=dropout)
+            # the kernel choice in training only: the context costs a decoding step as much as the kernel itself
+            with sdpa_kernel(TEXT_ATTENTION_BACKENDS) if self.training else nullcontext():
+                y = y + F.scaled_dot_product_attention(q, *text_kv, attn_mask=separate_masks[0], dropout_p=dropout)
         y = y.transpose(1, 2).reshape(batch, steps, width)
         return self.resid_dropout(self.proj(y)), present
 
