@@ -405,8 +405,8 @@ TEXT_ATTENTIONS = ("joint", "separate")
 # The kernels "separate"'s text attention may use. On CUDA the memory-efficient one: the cuDNN kernel SDPA
 # prefers in bf16 spends as long on these ~50 queries x ~30 text keys as on the self-attention, and the compiled,
 # graphed paper-preset training step took 7.64 / 7.84 ms with it instead of 8.03 / 8.07 ms (pooled 6.36 ms;
-# H200, torch 2.11, two runs each). Flash (the CPU's) and math where it does not apply. Training only: in eager
-# fp32 decoding SDPA picks the memory-efficient kernel anyway.
+# H200, torch 2.11, two runs each). Flash (the CPU's) and math where it does not apply. Half-precision training only: elsewhere
+# SDPA picks the same kernel by itself.
 TEXT_ATTENTION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
@@ -466,8 +466,9 @@ class CausalSelfAttention(nn.Module):
             mask, is_causal = torch.ones(steps, past_len + steps, dtype=torch.bool, device=x.device).tril(past_len), False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
         if text_kv is not None:  # the text keys in a softmax of their own, added
-            # the kernel choice in training only: the context costs a decoding step as much as the kernel itself
-            with sdpa_kernel(TEXT_ATTENTION_BACKENDS) if self.training else nullcontext():
+            # cuDNN's kernel runs half precision only; elsewhere the context's Python cost (~10-40 us) is all it adds
+            half = q.dtype in (torch.float16, torch.bfloat16)
+            with sdpa_kernel(TEXT_ATTENTION_BACKENDS) if self.training and half else nullcontext():
                 y = y + F.scaled_dot_product_attention(q, *text_kv, attn_mask=separate_masks[0], dropout_p=dropout)
         y = y.transpose(1, 2).reshape(batch, steps, width)
         return self.resid_dropout(self.proj(y)), present
