@@ -374,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--together {args.together}: time it alone too (add it to --variants)")
     if args.mps and (device.type != "cuda" or not args.together):
         parser.error("--mps goes with --together on a GPU")
-    if args.mps and mps_unavailable_reason():
-        parser.error(f"--mps: {mps_unavailable_reason()}")
+    if args.mps and (reason := mps_unavailable_reason()):
+        parser.error(f"--mps: {reason}")
     print(f"# training speed, {preset} preset, {name}")
     for stage_name in stages:
         stage = build_stage(stage_name, preset, args.data, device)

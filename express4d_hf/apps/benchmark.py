@@ -262,29 +262,35 @@ class TimingLedger:
         return [{k: i[k] for k in keep if k in i} for i in self.invocations + [self._snapshot("running")]]
 
 
+def _mdm_configs(config, model_preset: str | None = None) -> dict[str, Any]:
+    """The MDM stage's ``{"mdm": MDMTrainConfig}`` (``model_preset``: e.g. the order-aware ``<preset>_order``)."""
+    from ..training.mdm import MDMTrainConfig
+
+    preset = {"model_preset": model_preset} if model_preset else {}
+    return {"mdm": _selectable(config, MDMTrainConfig.preset(config.preset, seed=config.seed, **preset, **_steps(config.max_steps, "mdm")))}
+
+
+def _t2m_gpt_configs(config, model_preset: str | None = None) -> dict[str, Any]:
+    """A T2M-GPT stage's ``{"vqvae", "gpt"}`` configs (``model_preset``: the GPT's, e.g. ``<preset>_order``)."""
+    from ..training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig
+
+    steps, preset = config.max_steps, {"model_preset": model_preset} if model_preset else {}
+    return {"vqvae": _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))),
+            "gpt": _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, **preset, **_steps(steps, "gpt")))}  # fmt: skip
+
+
 def _stage_jobs(config, data_dir, evaluator_dir, mdm_dir, t2m_dir, mdm_order_dir=None) -> list[tuple[str, Path, dict[str, Any]]]:
     """``(name, folder, configs)`` of each training stage that depends on no other: the evaluator, the baselines
     and the order-aware MDM (the order-aware T2M-GPT waits for the pooled run's tokenizer)."""
     from ..training.evaluator import EvaluatorTrainConfig
 
-    steps = config.max_steps
-    jobs = [("evaluator", evaluator_dir, {"evaluator": EvaluatorTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "evaluator"))})]
+    jobs = [("evaluator", evaluator_dir, {"evaluator": EvaluatorTrainConfig.preset(config.preset, seed=config.seed, **_steps(config.max_steps, "evaluator"))})]
     if "mdm" in config.models:
-        from ..training.mdm import MDMTrainConfig
-
-        jobs.append(("mdm", mdm_dir, {"mdm": _selectable(config, MDMTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "mdm")))}))
+        jobs.append(("mdm", mdm_dir, _mdm_configs(config)))
     if "t2m-gpt" in config.models:
-        from ..training.t2m_gpt import GPTTrainConfig, VQVAETrainConfig
-
-        jobs.append(("t2m_gpt", t2m_dir, {
-            "vqvae": _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae"))),
-            "gpt": _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "gpt")))}))  # fmt: skip
+        jobs.append(("t2m_gpt", t2m_dir, _t2m_gpt_configs(config)))
     if "mdm-order" in config.models and mdm_order_dir is not None:
-        from ..training.mdm import MDMTrainConfig
-
-        model_preset = f"{config.preset}_order"
-        jobs.append(("mdm_order", mdm_order_dir, {"mdm": _selectable(config, MDMTrainConfig.preset(
-            config.preset, seed=config.seed, model_preset=model_preset, **_steps(steps, "mdm")))}))  # fmt: skip
+        jobs.append(("mdm_order", mdm_order_dir, _mdm_configs(config, f"{config.preset}_order")))
     return jobs
 
 
@@ -646,11 +652,10 @@ def _train_order_gpt(config, data_dir, fingerprint, t2m_dir, pooled_t2m_dir, res
     order-aware MDM trains with the others (``_stage_jobs``)."""
     if "t2m-gpt-order" not in config.models:
         return
-    from ..training.t2m_gpt import VQVAE_STAGE_DIR, GPTTrainConfig, VQVAETrainConfig, train_t2m_gpt
+    from ..training.t2m_gpt import VQVAE_STAGE_DIR, train_t2m_gpt
 
-    steps = config.max_steps
-    vq_cfg = _selectable(config, VQVAETrainConfig.preset(config.preset, seed=config.seed, **_steps(steps, "vqvae")))
-    gpt_cfg = _selectable(config, GPTTrainConfig.preset(config.preset, seed=config.seed, model_preset=f"{config.preset}_order", **_steps(steps, "gpt")))
+    configs = _t2m_gpt_configs(config, f"{config.preset}_order")
+    vq_cfg, gpt_cfg = configs["vqvae"], configs["gpt"]
     shared = pooled_t2m_dir / VQVAE_STAGE_DIR if "t2m-gpt" in config.models else None
     stage_config = {"vqvae": asdict(vq_cfg), "gpt": asdict(gpt_cfg), "vqvae_shared": shared is not None}
     _run_stage("t2m_gpt_order", t2m_dir, stage_config, fingerprint,  # its seconds go to the active ledger

@@ -402,11 +402,11 @@ TEXT_CONDITIONINGS = ("pooled", "tokens")
 # cross-attention), so the preceding codes cannot outvote the text: what fixed MDM's slow order learning. For the
 # GPT: order accuracy 0.82 on the tiny preset (as joint) and 0.82 [0.68, 0.96] on the paper preset (H200, 2026-12-02).
 TEXT_ATTENTIONS = ("joint", "separate")
-# The kernels "separate"'s text attention may use. On CUDA the memory-efficient one: the cuDNN kernel SDPA
-# prefers in bf16 spends as long on these ~50 queries x ~30 text keys as on the self-attention, and the compiled,
-# graphed paper-preset training step took 7.64 / 7.84 ms with it instead of 8.03 / 8.07 ms (pooled 6.36 ms;
-# H200, torch 2.11, two runs each). Flash (the CPU's) and math where it does not apply. Half-precision training only: elsewhere
-# SDPA picks the same kernel by itself.
+# The kernels "separate"'s text attention may use in half-precision training (elsewhere SDPA picks the same by
+# itself): the memory-efficient one on CUDA. cuDNN's kernel, SDPA's choice in bf16, spends as long on these ~50
+# queries x ~30 text keys as on the self-attention; the compiled, graphed paper-preset training step took 7.64 /
+# 7.84 ms with the memory-efficient kernel against 8.03 / 8.07 ms (pooled 6.36 ms; H200, torch 2.11). Flash (the
+# CPU's) and math where it does not apply.
 TEXT_ATTENTION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
